@@ -1,0 +1,1 @@
+"""defvos_core.data."""
