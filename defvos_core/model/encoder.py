@@ -238,6 +238,15 @@ class EfficientNetLiteEncoder(nn.Module):
                     module.eval()
         return self
 
+    def drop_classifier(self) -> None:
+        """Delete the stride-32 blocks, head and classifier that ``forward`` never runs.
+
+        Used once ImageNet weights are loaded (or when none are needed): checkpoints get
+        smaller and DistributedDataParallel sees no unused parameters. ``classify`` is gone.
+        """
+        self._blocks = nn.ModuleList(self._blocks[: self.feature_block_ids[-1] + 1])
+        del self._conv_head, self._bn1, self._avg_pooling, self._fc
+
     def trunk_parameter_count(self) -> int:
         """Parameters used by ``forward`` (stem and blocks up to stride 16)."""
         modules: list[nn.Module] = [self._conv_stem, self._bn0]

