@@ -1,0 +1,59 @@
+"""Per-frame compute of the tracker, swappable between PyTorch and onnxruntime.
+
+A backend runs the model's three per-frame computations; the tracker keeps all state.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from defvos_core.config import ModelConfig
+from defvos_core.model.propagation import MemoryTensors
+from defvos_core.model.vos_model import FrameFeatures, VOSModel
+
+
+class Backend(Protocol):
+    """What the tracker needs from a compute backend."""
+
+    device: torch.device
+    dtype: torch.dtype
+    model_config: ModelConfig
+    name: str
+
+    def encode(self, image: torch.Tensor) -> FrameFeatures:
+        """Normalised padded image (1, 3, H, W) -> features and visual memory entries."""
+
+    def encode_identity(self, mask: torch.Tensor) -> torch.Tensor:
+        """Soft masks (banks, S+1, H/4, W/4) -> identity entries (banks, L, C, H/16, W/16)."""
+
+    def segment(self, features: FrameFeatures, memory: MemoryTensors) -> torch.Tensor:
+        """Features + memory -> logits (banks, S+1, H/4, W/4)."""
+
+
+class TorchBackend:
+    """Runs a `VOSModel` with PyTorch (CPU or CUDA, optional fp16 on CUDA)."""
+
+    name = "torch"
+
+    def __init__(self, model: VOSModel, device: str | torch.device = "cpu",
+                 fp16: bool = False) -> None:
+        self.device = torch.device(device)
+        if fp16 and self.device.type != "cuda":
+            raise ValueError("fp16 needs a CUDA device")
+        self.dtype = torch.float16 if fp16 else torch.float32
+        self.model = model.to(self.device, self.dtype).eval()
+        self.model_config = model.config
+
+    @torch.inference_mode()
+    def encode(self, image: torch.Tensor) -> FrameFeatures:
+        return self.model.encode(image)
+
+    @torch.inference_mode()
+    def encode_identity(self, mask: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_identity(mask.to(self.dtype))
+
+    @torch.inference_mode()
+    def segment(self, features: FrameFeatures, memory: MemoryTensors) -> torch.Tensor:
+        return self.model.segment(features, memory).logits

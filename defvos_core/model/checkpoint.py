@@ -1,0 +1,81 @@
+"""Weights files: the model config travels with the state dict (fp16 for shipping)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from defvos_core.config import ModelConfig
+from defvos_core.config_io import from_dict, to_dict
+from defvos_core.model.vos_model import VOSModel
+
+WEIGHTS_FORMAT = "defvos-weights-v1"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DEFAULT_STUDENT_WEIGHTS = ASSETS / "student.pt"
+DEFAULT_TEACHER_WEIGHTS = ASSETS / "teacher.pt"
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        torch.save(obj, temporary)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(model: VOSModel, path: str | Path, half: bool = True,
+                 meta: dict[str, Any] | None = None) -> None:
+    """Write a weights-only file: model config + state dict (fp16 by default) + metadata."""
+    state = {key: (value.half() if half and value.is_floating_point() else value).cpu()
+             for key, value in model.state_dict().items()}
+    atomic_torch_save({"format": WEIGHTS_FORMAT, "model_config": to_dict(model.config),
+                       "state_dict": state, "meta": meta or {}}, path)
+
+
+def resolve_weights(path: str | Path | None) -> Path:
+    """`path`, or the shipped student weights when None; a clear error when missing."""
+    resolved = Path(path) if path else DEFAULT_STUDENT_WEIGHTS
+    if not resolved.is_file():
+        hint = "" if path else " (the shipped student weights are missing from the package)"
+        raise FileNotFoundError(f"weights file not found: {resolved}{hint}")
+    return resolved
+
+
+def read_weights(path: str | Path) -> dict[str, Any]:
+    """Load and validate a weights file (no model built)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt files
+        raise ValueError(f"{path}: not a readable weights file ({error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{path}: not a defvos weights file (expected format {WEIGHTS_FORMAT})")
+    return payload
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> VOSModel:
+    """Build the model a weights file describes and load its (float32) weights."""
+    payload = read_weights(resolve_weights(path))
+    config = from_dict(ModelConfig, payload["model_config"])
+    config.pretrained_encoder = False
+    model = VOSModel(config)
+    state = {key: value.float() if value.is_floating_point() else value
+             for key, value in payload["state_dict"].items()}
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def weights_meta(path: str | Path | None = None) -> dict[str, Any]:
+    """The metadata recorded with a weights file (e.g. how it was trained)."""
+    return dict(read_weights(resolve_weights(path)).get("meta", {}))
