@@ -19,7 +19,7 @@ from defvos_core.model.propagation import MemoryTensors
 IdentityEncoder = Callable[[torch.Tensor], torch.Tensor]  # (Bi, S+1, h4, w4) -> (Bi, L, C, h, w)
 
 
-@dataclass
+@dataclass(eq=False)
 class MemoryFrame:
     """Memory entries of one frame."""
 
@@ -119,9 +119,10 @@ class MemoryManager:
         return len(self.seeds) + len(self.fifo)
 
     def nbytes(self) -> int:
-        """Bytes held by the memory tensors (shared frames counted once)."""
+        """Bytes held by the memory: stored frames (shared ones once) + the stacked long-term
+        tensors the model reads (counted whether or not they are built right now)."""
         stored = {id(f): f for f in self.frames() + ([self.short] if self.short else [])}
         total = sum(f.nbytes() for f in stored.values())
-        if self._long_cache is not None:
-            total += sum(t.numel() * t.element_size() for t in self._long_cache)
+        total += sum(t.numel() * t.element_size()
+                     for f in self.frames() for t in (f.key, f.value, f.identity))
         return total

@@ -150,6 +150,7 @@ class Tracker:
         result = self._result(probabilities)
         seed_pixels = seed > 0
         result.labels[seed_pixels] = seed[seed_pixels]
+        result.area = {i: int((result.labels == i).sum()) for i in result.object_ids}
         return result
 
     # ----------------------------------------------------------------------------- tracking
