@@ -1,0 +1,309 @@
+"""ONNX export and the onnxruntime backend: graphs, metadata, providers, parity with PyTorch."""
+
+import json
+import logging
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from defvos_core.config import TrackerConfig
+from defvos_core.data.masks import read_label_map
+from defvos_core.data.video_io import list_frame_files, read_rgb
+from defvos_core.export import main as export_main
+from defvos_core.inference.backend import TorchBackend
+from defvos_core.inference.tracker import Tracker
+from defvos_core.model.checkpoint import DEFAULT_STUDENT_WEIGHTS, load_model, save_weights
+from defvos_core.model.propagation import MemoryTensors
+from defvos_core.onnx.graphs import SEGMENT_INPUTS, check_graph, file_sha256, read_metadata
+from defvos_core.onnx.providers import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    ProviderError,
+    create_session,
+    profile_option,
+    provider_options,
+    select_providers,
+)
+from defvos_core.onnx.runtime import OnnxBackend
+
+torch.set_num_threads(2)
+
+SAMPLE = DEFAULT_STUDENT_WEIGHTS.parent / "sample" / "bear"
+NUM_FRAMES = 20
+SECOND_SEED_AT = 10
+CONFIG = TrackerConfig()  # the defaults: short side 240, the clip's own size (240x427)
+
+
+# ------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def clip():
+    frames = [read_rgb(path) for path in list_frame_files(SAMPLE / "frames")[:NUM_FRAMES]]
+    seed = read_label_map(SAMPLE / "masks" / "00000.png")
+    box = np.zeros_like(seed)
+    box[20:80, 20:120] = 2  # a second object, added mid-stream
+    return frames, seed, box
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "student"
+    assert export_main(["--out", str(out), "--size", "240x427"]) == 0
+    return out
+
+
+def track(tracker, clip):
+    """Label maps of the clip: seed at frame 0, a box object 2 added at SECOND_SEED_AT."""
+    frames, seed, box = clip
+    labels = []
+    for index, frame in enumerate(frames):
+        if index == 0:
+            result = tracker.add_objects(frame, seed)
+        elif index == SECOND_SEED_AT:
+            result = tracker.add_objects(frame, box)
+        else:
+            result = tracker.step(frame)
+        labels.append(result.labels)
+    return labels
+
+
+class ShadowBackend(TorchBackend):
+    """PyTorch drives the tracker; onnxruntime runs on the very same inputs and is compared."""
+
+    def __init__(self, model, shadow):
+        super().__init__(model)
+        self.shadow = shadow
+        self.diffs = {"features": 0.0, "identity": 0.0, "logits": 0.0}
+        self.segment_calls = 0
+
+    def _record(self, key, reference, candidate):
+        assert reference.shape == candidate.shape
+        difference = float((reference.float() - candidate.float()).abs().max())
+        self.diffs[key] = max(self.diffs[key], difference)
+
+    def encode(self, image):
+        features = super().encode(image)
+        for reference, candidate in zip(features, self.shadow.encode(image)):
+            self._record("features", reference, candidate)
+        return features
+
+    def encode_identity(self, mask):
+        identity = super().encode_identity(mask)
+        self._record("identity", identity, self.shadow.encode_identity(mask))
+        return identity
+
+    def segment(self, features, memory):
+        logits = super().segment(features, memory)
+        self._record("logits", logits, self.shadow.segment(features, memory))
+        self.segment_calls += 1
+        return logits
+
+
+@pytest.fixture(scope="module")
+def torch_run(clip, export_dir):
+    onnx_backend = OnnxBackend.from_weights(None, CONFIG, onnx_dir=export_dir)
+    backend = ShadowBackend(load_model(None), onnx_backend)
+    labels = track(Tracker(backend, CONFIG), clip)
+    return labels, backend
+
+
+@pytest.fixture
+def defvos_log(caplog):
+    """caplog for the "defvos" logger, also where ROS' launch plugin stops loggers propagating."""
+    logger = logging.getLogger("defvos")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
+
+
+def agreement(labels_a, labels_b):
+    """Fraction of equal pixels over all frames."""
+    equal = sum(int((a == b).sum()) for a, b in zip(labels_a, labels_b))
+    return equal / sum(a.size for a in labels_a)
+
+
+# ----------------------------------------------------------------------- graphs, metadata
+def test_graphs_pass_checker_and_shape_inference(export_dir):
+    shapes = {}
+    for name in ("encoder", "identity", "segment"):
+        inferred = check_graph(export_dir / f"{name}.onnx")
+        for value in inferred.graph.output:
+            shapes[value.name] = [d.dim_param or d.dim_value
+                                  for d in value.type.tensor_type.shape.dim]
+    assert shapes["skip4"] == [1, 24, 60, 108] and shapes["tokens"] == [1, 256, 15, 27]
+    assert shapes["key"] == [1, 1, 256, 15, 27]
+    assert shapes["identity"] == ["banks", 1, 256, 15, 27]
+    assert shapes["logits"] == ["banks", 11, 60, 108]
+    segment = onnx.load(str(export_dir / "segment.onnx"))
+    inputs = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in segment.graph.input}
+    assert list(inputs) == list(SEGMENT_INPUTS)
+    assert inputs["long_key"] == [1, "memory_frames", 1, 256, 15, 27]
+    assert inputs["long_id"] == ["banks", "memory_frames", 1, 256, 15, 27]
+    assert inputs["short_id"] == ["banks", 1, 1, 256, 15, 27]
+    assert segment.opset_import[0].version == 17
+
+
+def test_metadata_records_sizes_model_and_versions(export_dir):
+    metadata = read_metadata(export_dir)
+    assert metadata["input_size"] == [240, 427] and metadata["padded_size"] == [240, 432]
+    assert metadata["short_side"] == 240 and metadata["precision"] == "fp32"
+    assert (metadata["id_slots"], metadata["num_layers"], metadata["embed_dim"]) == (10, 1, 256)
+    assert set(metadata["versions"]) >= {"defvos", "torch", "onnx", "opset"}
+    assert metadata["opset"] == metadata["versions"]["opset"] == 17
+    assert metadata["weights"]["sha256"] == file_sha256(DEFAULT_STUDENT_WEIGHTS)
+    assert metadata["io"]["segment"]["outputs"]["logits"] == ["banks", 11, 60, 108]
+    assert json.loads((export_dir / "metadata.json").read_text()) == metadata
+
+
+def test_segment_graph_handles_other_memory_lengths_and_bank_counts(export_dir):
+    model = load_model(None)
+    session = ort.InferenceSession(str(export_dir / "segment.onnx"), providers=[CPU])
+    generator = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        features = model.encode(torch.randn(1, 3, 240, 432, generator=generator))
+        for frames, banks in ((1, 1), (7, 3)):
+            entry = (1, 256, 15, 27)
+            memory = MemoryTensors(torch.randn(1, frames, *entry, generator=generator),
+                                   torch.randn(1, frames, *entry, generator=generator),
+                                   torch.randn(banks, frames, *entry, generator=generator),
+                                   torch.randn(1, 1, *entry, generator=generator),
+                                   torch.randn(1, 1, *entry, generator=generator),
+                                   torch.randn(banks, 1, *entry, generator=generator))
+            expected = model.segment(features, memory).logits
+            feed = dict(zip(SEGMENT_INPUTS, (t.numpy() for t in features[:3] + tuple(memory))))
+            (logits,) = session.run(None, feed)
+            assert logits.shape == (banks, 11, 60, 108)
+            assert np.abs(logits - expected.numpy()).max() <= 1e-3
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_cli_missing_weights_and_bad_size_fail_with_one_line(tmp_path, capsys):
+    assert export_main(["--out", str(tmp_path / "x"), "--weights", str(tmp_path / "no.pt")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "weights file not found" in error and "no.pt" in error and "\n" not in error
+    assert export_main(["--out", str(tmp_path / "x"), "--size", "640by480"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "--size" in error and "HEIGHTxWIDTH" in error and "\n" not in error
+    assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------ parity (fp32)
+def test_onnx_logits_match_pytorch_on_the_same_inputs(torch_run):
+    _, backend = torch_run
+    assert backend.segment_calls == NUM_FRAMES - 1  # every frame after the seed (+ frame 10)
+    assert backend.diffs["features"] <= 1e-3
+    assert backend.diffs["identity"] <= 1e-3
+    assert backend.diffs["logits"] <= 1e-3
+
+
+def test_onnx_tracker_labels_agree_with_pytorch(clip, export_dir, torch_run):
+    torch_labels, _ = torch_run
+    backend = OnnxBackend.from_weights(None, CONFIG, onnx_dir=export_dir)
+    onnx_labels = track(Tracker(backend, CONFIG), clip)
+    assert {int(i) for i in np.unique(onnx_labels[-1])} <= {0, 1, 2}
+    assert 2 in onnx_labels[SECOND_SEED_AT]
+    assert agreement(onnx_labels, torch_labels) >= 0.995
+
+
+def test_tracker_from_weights_selects_the_onnxruntime_backend(clip, tmp_path, defvos_log):
+    frames, seed, _ = clip
+    caplog = defvos_log
+    tracker = Tracker.from_weights(None, CONFIG, backend="onnxruntime", cache_dir=tmp_path)
+    assert tracker.backend.name == "onnxruntime"
+    assert tracker.add_objects(frames[0], seed).labels.shape == seed.shape
+    assert "exporting" in caplog.text and "runs on CPUExecutionProvider" in caplog.text
+    folders = list((tmp_path / "onnx").iterdir())
+    assert len(folders) == 1 and "240x432-fp32" in folders[0].name
+    caplog.clear()
+    again = OnnxBackend.from_weights(None, CONFIG, cache_dir=tmp_path)
+    assert again.prepare(240, 427)["padded_size"] == [240, 432]
+    assert "exporting" not in caplog.text  # the cached export is reused
+
+
+# ------------------------------------------------------------------------ parity (fp16)
+def test_fp16_export_runs_on_cpu_and_mostly_agrees(clip, tmp_path, torch_run):
+    torch_labels, _ = torch_run
+    backend = OnnxBackend.from_weights(None, CONFIG, fp16=True, cache_dir=tmp_path)
+    labels = track(Tracker(backend, CONFIG), clip)
+    (folder,) = (tmp_path / "onnx").iterdir()
+    assert read_metadata(folder)["precision"] == "fp16"
+    segment = onnx.load(str(folder / "segment.onnx"))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in segment.graph.initializer)
+    assert agreement(labels, torch_labels) >= 0.98
+
+
+# ------------------------------------------------------------------ export folder checks
+def test_onnx_dir_of_another_size_weights_or_short_side_is_refused(clip, export_dir, tmp_path):
+    frames, seed, _ = clip
+    backend = OnnxBackend.from_weights(None, CONFIG, onnx_dir=export_dir)
+    tracker = Tracker(backend, CONFIG)
+    small = np.ascontiguousarray(frames[0][:, :300])  # short side 240, padded 240x304
+    with pytest.raises(ValueError, match="padded size 240x432.*240x304"):
+        tracker.add_objects(small, seed[:, :300])
+    with pytest.raises(ValueError, match="short side 240"):
+        OnnxBackend.from_weights(None, TrackerConfig(size=120), onnx_dir=export_dir)
+    model = load_model(None)
+    with torch.no_grad():
+        model.decoder.head.bias.add_(1.0)
+    save_weights(model, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other weights"):
+        OnnxBackend.from_weights(tmp_path / "other.pt", CONFIG, onnx_dir=export_dir)
+    with pytest.raises(FileNotFoundError, match="metadata.json"):
+        OnnxBackend.from_weights(None, CONFIG, onnx_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------ providers
+def test_default_providers_are_tensorrt_cuda_cpu_filtered_by_availability():
+    assert select_providers(available=[CPU]) == [CPU]
+    assert select_providers(available=["AzureExecutionProvider", CUDA, CPU]) == [CUDA, CPU]
+    assert select_providers(available=[CPU, CUDA, TENSORRT]) == [TENSORRT, CUDA, CPU]
+    assert select_providers("trt, cpu", available=[TENSORRT, CPU]) == [TENSORRT, CPU]
+    assert select_providers([CUDA], available=[CUDA, CPU]) == [CUDA]
+
+
+def test_missing_provider_is_a_clear_error():
+    with pytest.raises(ProviderError) as error:
+        select_providers(["tensorrt", "cpu"], available=[CPU, "AzureExecutionProvider"])
+    message = str(error.value)
+    assert "TensorrtExecutionProvider" in message and "not available" in message
+    assert "available: CPUExecutionProvider, AzureExecutionProvider" in message
+    assert "onnxruntime-gpu" in message
+
+
+def test_tensorrt_options_and_profiles(tmp_path):
+    options = provider_options(TENSORRT, trt_fp16=True, trt_engine_cache=tmp_path / "engines",
+                               trt_profiles={"trt_profile_min_shapes": "mask:1x11x60x108"})
+    assert options["trt_fp16_enable"] is True and options["trt_engine_cache_enable"] is True
+    assert options["trt_engine_cache_path"] == str(tmp_path / "engines")
+    assert (tmp_path / "engines").is_dir()
+    assert options["trt_profile_min_shapes"] == "mask:1x11x60x108"
+    assert provider_options(CUDA, trt_fp16=True) == {} == provider_options(CPU)
+    assert profile_option({"a": (1, 2), "b": [3]}) == "a:1x2,b:3"
+
+
+def test_session_logs_the_provider_in_use(export_dir, defvos_log):
+    caplog = defvos_log
+    session = create_session(export_dir / "identity.onnx", select_providers(), strict=False)
+    in_use = session.get_providers()
+    assert CPU in in_use
+    assert f"identity.onnx runs on {', '.join(in_use)}" in caplog.text
+
+
+def test_requested_gpu_provider_that_cannot_run_is_an_error(export_dir):
+    if CUDA in ort.get_available_providers():  # onnxruntime-gpu: listed, may still not start
+        try:
+            session = create_session(export_dir / "identity.onnx", [CUDA], strict=True)
+        except ProviderError as error:
+            assert "CUDAExecutionProvider" in str(error)
+        else:
+            assert CUDA in session.get_providers()  # a machine with a working GPU
+        return
+    with pytest.raises(ProviderError, match="CUDAExecutionProvider.*not available"):
+        OnnxBackend.from_weights(None, CONFIG, providers=["cuda"], onnx_dir=export_dir)
