@@ -149,6 +149,8 @@ class Tracker:
         self.memory.add_seed(entry)
         result = self._result(probabilities)
         seed_pixels = seed > 0
+        # Seed objects are exactly their seed masks at the input resolution.
+        result.labels[~seed_pixels & np.isin(result.labels, seed_ids)] = 0
         result.labels[seed_pixels] = seed[seed_pixels]
         result.area = {i: int((result.labels == i).sum()) for i in result.object_ids}
         return result
