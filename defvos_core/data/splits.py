@@ -1,0 +1,73 @@
+"""Named sequence splits of the bundled DAVIS-2016 240p data, defined in one place.
+
+`HOLDOUT_SEQUENCES` are never trained on: the training config excludes them and
+`python -m defvos_core.evaluate --split val` scores them. `bear` is also the shipped sample.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from defvos_core.data.sequences import VideoSequence
+from defvos_core.data.video_io import list_frame_files
+
+#: Held-out validation sequences of `davis2016-train-240p` (5 of its 30 sequences).
+HOLDOUT_SEQUENCES: tuple[str, ...] = ("bear", "car-turn", "hike", "mallard-water", "tennis")
+
+#: `<repo>/../shared/data/davis2016-train-240p`, the default data folder.
+DEFAULT_DAVIS_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" \
+    / "davis2016-train-240p"
+
+
+def default_davis_root() -> Path:
+    """The default data folder; a repo-local `.device_data/` copy wins when it exists."""
+    local = Path(__file__).resolve().parents[2] / ".device_data" / "davis2016-train-240p"
+    return local if local.is_dir() and not DEFAULT_DAVIS_ROOT.is_dir() else DEFAULT_DAVIS_ROOT
+
+
+def resolve_split(root: str | Path, split: str) -> list[str]:
+    """Sequence names of `split` in a DAVIS-layout `root`.
+
+    `val`: the held-out list; `train`: every sequence of `ImageSets/train.txt` except the
+    held-out ones; any other value: a path to an ImageSets-style file (one name a line), or
+    the name of a file `ImageSets/<split>.txt` under `root`.
+    """
+    root = Path(root)
+    if split == "val":
+        return list(HOLDOUT_SEQUENCES)
+    if split == "train":
+        return [name for name in _read_names(root / "ImageSets" / "train.txt")
+                if name not in HOLDOUT_SEQUENCES]
+    as_path = Path(split)
+    if as_path.is_file():
+        return _read_names(as_path)
+    candidate = root / "ImageSets" / f"{split}.txt"
+    if candidate.is_file():
+        return _read_names(candidate)
+    raise FileNotFoundError(f"split {split!r}: not 'val' or 'train', not a file, and "
+                            f"{candidate} does not exist")
+
+
+def read_named_sequences(root: str | Path, names: list[str],
+                         resolution: str = "240p") -> list[VideoSequence]:
+    """DAVIS-layout sequences by name (any split file): frames + every annotation PNG."""
+    root = Path(root)
+    sequences = []
+    for name in names:
+        frame_dir = root / "JPEGImages" / resolution / name
+        mask_dir = root / "Annotations" / resolution / name
+        if not frame_dir.is_dir():
+            raise FileNotFoundError(f"{frame_dir}: frames of sequence {name!r} not found")
+        frames = list_frame_files(frame_dir)
+        index_of_stem = {path.stem: index for index, path in enumerate(frames)}
+        masks = {index_of_stem[path.stem]: path for path in sorted(mask_dir.glob("*.png"))
+                 if path.stem in index_of_stem} if mask_dir.is_dir() else {}
+        sequences.append(VideoSequence(name, frames, masks))
+    return sequences
+
+
+def _read_names(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: split file not found")
+    names = [line.strip() for line in path.read_text().splitlines()]
+    return [name for name in names if name and not name.startswith("#")]
