@@ -1,10 +1,25 @@
 """DAVIS J&F scoring from the command line.
 
+Score prediction folders:
+
     python -m defvos_core.evaluate --pred DIR --gt DIR [--sequences a,b] [--plot out.png]
         [--json out.json]
 
 DIR is either a folder of sequence folders (`<seq>/<stem>.png`) or one sequence folder of
-PNGs. Prints the per-sequence and overall table; exit code 0 on success, 2 on bad input.
+PNGs.
+
+Or run a model and score it (semi-supervised: each sequence is seeded with its first
+ground-truth mask and tracked with `Tracker.from_weights` + `segment_frames`):
+
+    python -m defvos_core.evaluate --weights W [--data DIR] [--split val|train|FILE]
+        [--sequences a,b] [--size 240] [--backend torch] [--out PRED_DIR] [--plot out.png]
+
+`--split val` is the held-out list `defvos_core.data.splits.HOLDOUT_SEQUENCES`; `train` is
+the rest of `ImageSets/train.txt`; anything else is an ImageSets-style file (path, or a name
+under `DIR/ImageSets/`). With `--out` the predicted PNGs are written there and scored from
+the folder (the same path as `--pred/--gt`).
+
+Prints the per-sequence and overall table; exit code 0 on success, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -12,11 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import numpy as np
+
+from defvos_core.data.masks import write_label_map
+from defvos_core.data.sequences import VideoSequence
 from defvos_core.evaluation.folders import evaluate_folders
-from defvos_core.evaluation.metrics import summarize
+from defvos_core.evaluation.metrics import evaluate_sequence, summarize
 from defvos_core.evaluation.report import format_table, plot_per_sequence
 
 PROG = "python -m defvos_core.evaluate"
@@ -31,13 +51,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Score DAVIS-layout predictions "
                                      "with the official J&F (semi-supervised protocol).")
     inputs = parser.add_argument_group("inputs")
-    inputs.add_argument("--pred", type=Path, required=True,
+    inputs.add_argument("--pred", type=Path, default=None,
                         help="predicted label maps: <seq>/<stem>.png, or one sequence folder")
-    inputs.add_argument("--gt", type=Path, required=True,
+    inputs.add_argument("--gt", type=Path, default=None,
                         help="ground-truth label maps, same layout as --pred")
     inputs.add_argument("--sequences", type=_sequence_list, default=None,
-                        help="comma-separated sequence names (default: all in --gt)")
+                        help="comma-separated sequence names (default: all in --gt, or the "
+                        "whole --split)")
+    model = parser.add_argument_group("run a model (instead of --pred/--gt)")
+    model.add_argument("--weights", type=str, default=None,
+                       help="weights file to evaluate ('default' = the shipped student)")
+    model.add_argument("--data", type=Path, default=None,
+                       help="DAVIS-layout data folder (default: "
+                       "<repo>/../shared/data/davis2016-train-240p)")
+    model.add_argument("--split", default="val",
+                       help="val (held-out list), train, or an ImageSets file (default: val)")
+    model.add_argument("--resolution", default="240p",
+                       help="JPEGImages/Annotations sub-folder (default: 240p)")
+    model.add_argument("--size", type=int, default=240,
+                       help="tracker processing size, short side (default: 240)")
+    model.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    model.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    model.add_argument("--max-frames", type=int, default=0,
+                       help="use only the first N frames of each sequence (0 = all)")
     outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--out", type=Path, default=None,
+                         help="with --weights: write predicted PNGs to OUT/<seq>/<stem>.png")
     outputs.add_argument("--plot", type=Path, default=None,
                          help="write a per-sequence J&F bar chart to this PNG")
     outputs.add_argument("--json", type=Path, default=None,
@@ -65,11 +104,98 @@ def write_reports(summary: dict, plot: Path | None, json_path: Path | None) -> N
         print(f"json: {json_path}")
 
 
+def track_sequence(tracker, sequence: VideoSequence, max_frames: int = 0
+                   ) -> Iterator[tuple[int, str, np.ndarray]]:
+    """Yield (frame index, stem, predicted label map) of every frame of `sequence`.
+
+    The tracker is seeded with the first frame's ground truth (void 255 -> background)
+    through `segment_frames`, the code path of the CLI and the demo.
+    """
+    from defvos_core.inference.video import segment_frames
+
+    count = len(sequence) if max_frames <= 0 else min(max_frames, len(sequence))
+    seed = sequence.load_label_map(0).copy()
+    seed[seed == 255] = 0
+    frames = ((sequence.frame_stem(i), sequence.load_frame(i)) for i in range(count))
+    for index, (stem, _, result) in enumerate(segment_frames(tracker, frames, seed)):
+        yield index, stem, result.labels
+
+
+def score_sequences(tracker, sequences: list[VideoSequence], max_frames: int = 0,
+                    out_dir: Path | None = None, log=None) -> dict:
+    """Track every sequence, optionally write the PNGs, and score in memory.
+
+    Sequences whose first frame is unannotated or shows no object are skipped (reported
+    through `log`). Returns {sequence: evaluate_sequence(...)} over the annotated frames.
+    """
+    results = {}
+    for sequence in sequences:
+        if not sequence.has_mask(0) or not np.any(
+                (sequence.load_label_map(0) > 0) & (sequence.load_label_map(0) != 255)):
+            if log is not None:
+                log(f"skipping {sequence.name}: its first frame has no annotated object")
+            continue
+        started = time.perf_counter()
+        predictions, truths = [], []
+        for index, stem, labels in track_sequence(tracker, sequence, max_frames):
+            if out_dir is not None:
+                write_label_map(Path(out_dir) / sequence.name / f"{stem}.png", labels)
+            if sequence.has_mask(index):
+                predictions.append(labels)
+                truths.append(sequence.load_label_map(index))
+        results[sequence.name] = evaluate_sequence(predictions, truths)
+        if log is not None:
+            elapsed = time.perf_counter() - started
+            log(f"{sequence.name}: {len(predictions)} frames in {elapsed:.1f} s")
+    return results
+
+
+def run_model(args: argparse.Namespace) -> dict:
+    """The --weights mode: track the split's sequences and return the summary."""
+    from defvos_core.config import TrackerConfig
+    from defvos_core.data.splits import default_davis_root, read_named_sequences, resolve_split
+    from defvos_core.inference.tracker import Tracker
+
+    root = args.data if args.data is not None else default_davis_root()
+    if not Path(root).is_dir():
+        raise UsageError(f"{root}: data folder not found (pass --data)")
+    try:
+        names = resolve_split(root, args.split)
+        if args.sequences is not None:
+            unknown = sorted(set(args.sequences) - set(names))
+            if unknown:
+                raise UsageError(f"sequences {unknown} are not in split {args.split!r}")
+            names = [name for name in names if name in args.sequences]
+        sequences = read_named_sequences(root, names, args.resolution)
+        weights = None if args.weights == "default" else args.weights
+        tracker = Tracker.from_weights(weights, TrackerConfig(size=args.size, device=args.device),
+                                       backend=args.backend)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from error
+    results = score_sequences(tracker, sequences, args.max_frames, args.out,
+                              log=lambda text: print(text, file=sys.stderr))
+    if args.out is not None:
+        gt_root = Path(root) / "Annotations" / args.resolution
+        if args.max_frames <= 0:
+            return score_prediction_folders(args.out, gt_root, list(results))
+        print("scored in memory: --max-frames truncates the sequences", file=sys.stderr)
+    return summarize(results)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv`, score, report. Returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        summary = score_prediction_folders(args.pred, args.gt, args.sequences)
+        if args.weights is not None:
+            if args.pred is not None or args.gt is not None:
+                raise UsageError("--weights runs a model; do not combine it with --pred/--gt")
+            summary = run_model(args)
+        else:
+            if args.pred is None or args.gt is None:
+                raise UsageError("give --pred and --gt (score folders) or --weights (run a "
+                                 "model)")
+            summary = score_prediction_folders(args.pred, args.gt, args.sequences)
         write_reports(summary, args.plot, args.json)
     except (UsageError, OSError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
