@@ -99,3 +99,16 @@ def test_config_from_yaml_and_cli_overrides(tmp_path):
     assert (config.num_layers, config.embed_dim, config.sample_grid) == (2, 64, (5, 7))
     with pytest.raises(ValueError, match="unknown keys"):
         load_config(ModelConfig, None, ["no_such_field=1"])
+
+
+def test_batchnorm_folding_keeps_the_encoder_outputs():
+    import copy
+
+    model = VOSModel(student_config()).eval()  # ImageNet BN statistics, not identity
+    fused = copy.deepcopy(model)
+    fused.encoder.fuse_batchnorm()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    image = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        for a, b in zip(model.encode(image), fused.encode(image)):
+            assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # Per-channel RGB mean and std the ImageNet weights expect: x_norm = (x01 - 0.5) / 0.5.
 IMAGE_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -246,6 +247,22 @@ class EfficientNetLiteEncoder(nn.Module):
         """
         self._blocks = nn.ModuleList(self._blocks[: self.feature_block_ids[-1] + 1])
         del self._conv_head, self._bn1, self._avg_pooling, self._fc
+
+    def fuse_batchnorm(self) -> None:
+        """Fold every BatchNorm into the conv before it (inference only; irreversible).
+
+        The folded model computes the same function in eval mode with fewer kernels.
+        """
+        pairs = [(self, "_conv_stem", "_bn0")]
+        for block in self._blocks:
+            if hasattr(block, "_expand_conv"):
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        for owner, conv_name, bn_name in pairs:
+            conv, norm = getattr(owner, conv_name), getattr(owner, bn_name)
+            if isinstance(norm, nn.BatchNorm2d):
+                setattr(owner, conv_name, fuse_conv_bn_eval(conv.eval(), norm.eval()))
+                setattr(owner, bn_name, nn.Identity())
 
     def trunk_parameter_count(self) -> int:
         """Parameters used by ``forward`` (stem and blocks up to stride 16)."""
