@@ -1,0 +1,207 @@
+"""The node's parameters: declarations with descriptors, and a typed dataclass of settings.
+
+Every parameter is declared here with a description, a range where one applies, and
+``read_only`` when it only takes effect at start-up (model, QoS, topics). The few that may
+change at run time (``overlay``, ``max_objects``, ``seed_tolerance_sec``, ``seed_wait_sec``)
+are validated by ``validate_update``. ``config/defvos.yaml`` lists them all with the same
+defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+
+from defvos_core.config import TrackerConfig
+
+BACKENDS = ('torch', 'onnxruntime')
+RELIABILITIES = ('best_effort', 'reliable')
+MAX_OBJECT_ID = 255  # masks are mono8 label maps
+
+
+@dataclass
+class NodeSettings:
+    """Typed values of the node's parameters (defaults = the shipped config/defvos.yaml)."""
+
+    weights: str = ''  # '' = the shipped student
+    backend: str = 'torch'
+    device: str = 'cpu'
+    providers: list[str] = field(default_factory=list)  # onnxruntime providers; [] = default
+    fp16: bool = False
+    size: int = 240  # short side the frames are processed at; 0 = input resolution
+    mem_every: int = 5
+    max_memory_frames: int = 6
+    max_seed_frames: int = 4
+    num_threads: int = 0  # torch intra-op threads; 0 = torch's default
+    max_objects: int = 10
+    seed_tolerance_sec: float = 0.01
+    seed_wait_sec: float = 1.0
+    frame_buffer_size: int = 30
+    image_qos_reliability: str = 'best_effort'
+    image_qos_depth: int = 1
+    masks_qos_reliability: str = 'reliable'
+    masks_qos_depth: int = 10
+    overlay: bool = True
+    use_compressed: bool = False
+    summary_period_sec: float = 10.0
+    warning_throttle_sec: float = 5.0
+
+    def tracker_config(self) -> TrackerConfig:
+        """Return the engine settings these parameters describe."""
+        return TrackerConfig(size=self.size or None, mem_every=self.mem_every,
+                             max_memory_frames=self.max_memory_frames,
+                             max_seed_frames=self.max_seed_frames, device=self.device,
+                             fp16=self.fp16)
+
+    def backend_options(self) -> dict[str, Any]:
+        """Return the keyword options Tracker.from_weights passes to the backend."""
+        if self.backend == 'onnxruntime' and self.providers:
+            return {'providers': list(self.providers)}
+        return {}
+
+    def image_qos(self) -> QoSProfile:
+        """Return the image subscriptions' QoS (default: best effort, depth 1, as sensor data)."""
+        return _qos(self.image_qos_reliability, self.image_qos_depth)
+
+    def masks_qos(self) -> QoSProfile:
+        """Return the QoS of the mask, objects and overlay publishers (reliable by default)."""
+        return _qos(self.masks_qos_reliability, self.masks_qos_depth)
+
+
+def _qos(reliability: str, depth: int) -> QoSProfile:
+    policy = (ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+              else ReliabilityPolicy.BEST_EFFORT)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    description: str
+    read_only: bool = True
+    int_range: Optional[tuple[int, int]] = None
+    float_range: Optional[tuple[float, float]] = None
+    choices: Optional[tuple[str, ...]] = None
+
+
+SPECS: dict[str, _Spec] = {
+    'weights': _Spec('Weights file (.pt for torch, also used to find the .onnx graphs); '
+                     'empty = the shipped student (defvos_core/assets/student.pt).'),
+    'backend': _Spec('Compute backend of the tracker.', choices=BACKENDS),
+    'device': _Spec("Torch device, e.g. 'cpu', 'cuda', 'cuda:0'."),
+    'providers': _Spec('onnxruntime execution providers in priority order, e.g. '
+                       "['CUDAExecutionProvider', 'CPUExecutionProvider']; empty = the "
+                       "backend's default. Ignored by the torch backend."),
+    'fp16': _Spec('Half precision inference (CUDA only).'),
+    'size': _Spec('Short side (pixels) frames are resized to for inference; 0 = input '
+                  'resolution. Masks are always published at the input resolution.',
+                  int_range=(0, 4096)),
+    'mem_every': _Spec('Add every N-th tracked frame to the long-term memory.',
+                       int_range=(1, 1000)),
+    'max_memory_frames': _Spec('Bound of the long-term memory FIFO (frames).',
+                               int_range=(1, 100)),
+    'max_seed_frames': _Spec('Bound of the kept seed frames (oldest dropped first).',
+                             int_range=(1, 100)),
+    'num_threads': _Spec("Torch CPU threads for inference; 0 = torch's default.",
+                         int_range=(0, 256)),
+    'max_objects': _Spec('Most objects tracked at once; a seed that would exceed it is '
+                         'rejected with a warning.', read_only=False,
+                         int_range=(1, MAX_OBJECT_ID)),
+    'seed_tolerance_sec': _Spec('Largest |seed stamp - frame stamp| for a seed mask to be '
+                                'paired with a buffered frame (seconds).', read_only=False,
+                                float_range=(0.0, 10.0)),
+    'seed_wait_sec': _Spec('How long a seed stamped after every buffered frame waits for '
+                           'its frame before it is rejected (seconds).', read_only=False,
+                           float_range=(0.0, 60.0)),
+    'frame_buffer_size': _Spec('Recent frames kept to pair late seeds with (bounded ring '
+                               'buffer of received messages).', int_range=(1, 1000)),
+    'image_qos_reliability': _Spec('Reliability of the image subscription.',
+                                   choices=RELIABILITIES),
+    'image_qos_depth': _Spec('History depth of the image subscription.',
+                             int_range=(1, 100)),
+    'masks_qos_reliability': _Spec('Reliability of the masks/objects/overlay publishers.',
+                                   choices=RELIABILITIES),
+    'masks_qos_depth': _Spec('History depth of the masks/objects/overlay publishers.',
+                             int_range=(1, 1000)),
+    'overlay': _Spec('Publish ~/overlay (computed only while someone subscribes).',
+                     read_only=False),
+    'use_compressed': _Spec("Subscribe '<image>/compressed' (sensor_msgs/CompressedImage) "
+                            "instead of 'image'."),
+    'summary_period_sec': _Spec('Period of the one-line fps/latency/drops log; 0 = off.',
+                                float_range=(0.0, 3600.0)),
+    'warning_throttle_sec': _Spec('Each kind of bad-input warning is logged at most once '
+                                  'per this period (seconds).', float_range=(0.0, 3600.0)),
+}
+
+
+def _descriptor(name: str, spec: _Spec, default: Any) -> ParameterDescriptor:
+    if isinstance(default, list):
+        parameter_type = ParameterType.PARAMETER_STRING_ARRAY
+    else:
+        parameter_type = Parameter.Type.from_parameter_value(default).value
+    descriptor = ParameterDescriptor(name=name, type=parameter_type,
+                                     description=spec.description, read_only=spec.read_only)
+    if spec.int_range:
+        descriptor.integer_range = [IntegerRange(from_value=spec.int_range[0],
+                                                 to_value=spec.int_range[1], step=1)]
+    if spec.float_range:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=spec.float_range[0], to_value=spec.float_range[1], step=0.0)]
+    if spec.choices:
+        descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    return descriptor
+
+
+def declare_parameters(node: Node) -> NodeSettings:
+    """Declare every parameter on ``node`` and return their values.
+
+    Raises rclpy's ParameterException for an out-of-range or mistyped override and
+    ValueError for a value outside its choices, naming the parameter.
+    """
+    defaults = NodeSettings()
+    values: dict[str, Any] = {}
+    for item in fields(NodeSettings):
+        default = getattr(defaults, item.name)
+        descriptor = _descriptor(item.name, SPECS[item.name], default)
+        if isinstance(default, list):
+            value = node.declare_parameter(item.name, Parameter.Type.STRING_ARRAY,
+                                           descriptor).value
+            value = list(value) if value else []  # an empty YAML list arrives as None
+        else:
+            value = node.declare_parameter(item.name, default, descriptor).value
+        values[item.name] = value
+    settings = NodeSettings(**values)
+    for name, value in values.items():
+        check_value(name, value)
+    return settings
+
+
+def check_value(name: str, value: Any) -> None:
+    """Raise ValueError naming the parameter when ``value`` is not one it accepts."""
+    spec = SPECS[name]
+    if spec.choices and value not in spec.choices:
+        raise ValueError(f"parameter '{name}' is {value!r}; expected one of "
+                         f'{list(spec.choices)}')
+    if name == 'size' and 0 < value < 32:
+        raise ValueError(f"parameter 'size' is {value}; expected 0 (input resolution) or "
+                         '>= 32 pixels')
+    if name == 'device' and not str(value).strip():
+        raise ValueError("parameter 'device' is empty; expected e.g. 'cpu' or 'cuda:0'")
+
+
+def validate_update(parameters: list[Parameter]) -> Optional[str]:
+    """Return why a run-time parameter change is refused, or None when it is accepted."""
+    for parameter in parameters:
+        if parameter.name not in SPECS:
+            continue
+        try:
+            check_value(parameter.name, parameter.value)
+        except ValueError as error:
+            return str(error)
+    return None
