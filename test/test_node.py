@@ -360,8 +360,8 @@ def test_tracks_the_sample_clip_over_dds(ros, pipeline, clip):
     assert node_iou >= threshold, (node_iou, offline_iou)
 
     objects = client.objects[-1]  # layout of the per-object message
-    assert [d.label for d in objects.layout.dim] == ['objects', 'id,present,confidence,'
-                                                                 'area_fraction']
+    labels = ['objects', 'id,present,confidence,area_fraction']
+    assert [d.label for d in objects.layout.dim] == labels
     assert [d.size for d in objects.layout.dim] == [1, 4]
     object_id, present, confidence, area_fraction = objects.data
     assert (object_id, present) == (1.0, 1.0)
