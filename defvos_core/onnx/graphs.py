@@ -27,6 +27,7 @@ from typing import Any
 import onnx
 import torch
 from torch import nn
+from torch.onnx import symbolic_helper
 
 import defvos_core
 from defvos_core.config_io import to_dict
@@ -141,17 +142,53 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+@symbolic_helper.parse_args("v", "is", "is", "is", "is")
+def _im2col_as_slices(g, image, kernel_size, dilation, padding, stride):
+    """aten::im2col (F.unfold) as Pad + one strided Slice per kernel offset + Concat.
+
+    The exporter's own im2col is two Gathers and a 6-D Transpose, which dominates the
+    segment graph on onnxruntime CPU. This is the same data movement (exact), in the same
+    output layout (B, C*kh*kw, L) with channel-major (c, i, j) rows; it needs the spatial
+    size to be static, which the fixed-size graphs guarantee.
+    """
+    sizes = symbolic_helper._get_tensor_sizes(image)
+    if sizes is None or len(sizes) != 4 or sizes[2] is None or sizes[3] is None:
+        raise RuntimeError("im2col export needs a static spatial size")
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = kernel_size, dilation, padding, stride
+    out_h = (sizes[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (sizes[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+
+    def const(values: list[int]):
+        return g.op("Constant", value_t=torch.tensor(values, dtype=torch.int64))
+
+    padded = g.op("Pad", image, const([0, 0, ph, pw, 0, 0, ph, pw]), mode_s="constant")
+    axes, steps, unsqueeze_at = const([2, 3]), const([sh, sw]), const([2])
+    windows = []
+    for i in range(kh):
+        for j in range(kw):
+            start = [i * dh, j * dw]
+            end = [start[0] + (out_h - 1) * sh + 1, start[1] + (out_w - 1) * sw + 1]
+            window = g.op("Slice", padded, const(start), const(end), axes, steps)
+            windows.append(g.op("Unsqueeze", window, unsqueeze_at))  # (B, C, 1, oh, ow)
+    stacked = g.op("Concat", *windows, axis_i=2)  # (B, C, kh*kw, oh, ow)
+    return g.op("Reshape", stacked, const([0, -1, out_h * out_w]))
+
+
 def _export_one(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path,
                 input_names: tuple[str, ...], output_names: tuple[str, ...],
                 dynamic_axes: dict | None, opset: int) -> None:
-    with warnings.catch_warnings():
-        # The tracer's notes on constant sampling grids / scales are expected: sizes are fixed.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-        torch.onnx.export(module, inputs, str(path), input_names=list(input_names),
-                          output_names=list(output_names), dynamic_axes=dynamic_axes,
-                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    torch.onnx.register_custom_op_symbolic("aten::im2col", _im2col_as_slices, opset)
+    try:
+        with warnings.catch_warnings():
+            # The tracer's notes on constant sampling grids / scales are expected here.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            torch.onnx.export(module, inputs, str(path), input_names=list(input_names),
+                              output_names=list(output_names), dynamic_axes=dynamic_axes,
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::im2col", opset)
     _declare_output_shapes(path, module(*inputs), dynamic_axes or {})
 
 

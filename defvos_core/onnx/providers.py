@@ -121,11 +121,12 @@ def create_session(path: str | Path, providers: Sequence[str], strict: bool,
                                            enable_fallback=0)
             break
         except (RuntimeError, ValueError) as error:  # onnxruntime raises its own subclasses
-            errors.append(f"{attempt[0]}: {error}")
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            errors.append(f"{attempt[0]}: {reason}")
             if not strict:
                 LOGGER.warning("onnxruntime: %s could not start for %s (%s); trying %s",
-                               attempt[0], Path(path).name, str(error).splitlines()[0],
-                               attempt[1:] or "nothing else")
+                               attempt[0], Path(path).name, reason,
+                               ", ".join(attempt[1:]) or "nothing else")
     if session is None:
         raise ProviderError(f"could not create an onnxruntime session for {path} with "
                             f"providers {providers}: {'; '.join(errors)}")
@@ -135,9 +136,10 @@ def create_session(path: str | Path, providers: Sequence[str], strict: bool,
         raise ProviderError(f"execution provider(s) {', '.join(not_started)} requested for {path} "
                             f"but could not start (session runs on {', '.join(in_use)}); check "
                             "the CUDA / cuDNN / TensorRT libraries and the GPU")
-    if not errors and providers[0] not in in_use:  # dropped silently by onnxruntime
-        LOGGER.warning("onnxruntime: %s is listed as available but did not start; %s runs "
-                       "on %s", providers[0], Path(path).name, ", ".join(in_use))
+    dropped = [name for name in attempt if name not in in_use]  # onnxruntime dropped silently
+    if dropped:
+        LOGGER.warning("onnxruntime: %s listed as available but did not start for %s",
+                       ", ".join(dropped), Path(path).name)
     LOGGER.info("onnxruntime %s: %s runs on %s", ort.__version__, Path(path).name,
                 ", ".join(in_use))
     return session

@@ -287,4 +287,7 @@ class OnnxBackend:
                 folder / metadata["graphs"][name], self.providers, self.strict_providers,
                 trt_fp16=self.trt_fp16, trt_engine_cache=engine_cache or None,
                 trt_profiles=profiles.get(name), session_options=self.session_options)
+            if not self.strict_providers:  # do not retry providers that could not start
+                in_use = sessions[name].get_providers()
+                self.providers = [p for p in self.providers if p in in_use] or self.providers
         return GraphSessions(folder, metadata, **sessions)
