@@ -1,0 +1,41 @@
+"""Learning-rate schedules: linear warm-up, then poly, cosine or constant decay."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from defvos_core.training.config import OptimConfig
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str = "poly",
+              poly_power: float = 0.9, min_lr_ratio: float = 0.0) -> float:
+    """Multiplier of the peak learning rate at `step` (0-based) of `total_steps`.
+
+    Warm-up rises linearly from 1/(warmup+1) to 1 over `warmup_steps`; then `poly`
+    (1 - progress)^power, `cosine` (1 + cos(pi progress)) / 2 or `constant`, mapped to
+    [min_lr_ratio, 1].
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, (step - warmup_steps) / span))
+    if schedule == "poly":
+        decay = (1.0 - progress) ** poly_power
+    elif schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        raise ValueError(f"unknown lr schedule {schedule!r}: expected poly, cosine or constant")
+    return min_lr_ratio + (1.0 - min_lr_ratio) * decay
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig,
+                    total_steps: int) -> LambdaLR:
+    """A LambdaLR stepping once per optimizer step (its state_dict goes in checkpoints)."""
+    return LambdaLR(optimizer, lambda step: lr_factor(
+        step, total_steps, config.warmup_steps, config.schedule, config.poly_power,
+        config.min_lr_ratio))
