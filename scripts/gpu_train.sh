@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Teacher, then the distilled student, then held-out evaluation of both: the GPU recipe,
+# sized for one H100 in <= 8 minutes (time limits cut each stage short if it runs slow).
+#
+#   scripts/prepare_device_data.sh              # here, once: data + fp16 backbones
+#   OUT=/some/dir scripts/gpu_train.sh          # there (OUT defaults to out/gpu_train)
+#   SMOKE=1 OUT=/tmp/x scripts/gpu_train.sh     # the same path on CPU with tiny settings
+#
+# Env: OUT, DATA (default .device_data/davis2016-train-240p, else ../shared/data/...),
+# NPROC (GPUs for torchrun; default all visible), PYTHON (default python3), SMOKE, and
+# RUNS (run folders with checkpoints and TensorBoard logs; default runs/gpu_train, kept out
+# of $OUT because a device call returns at most 8 files of <= 16 MB), and EXTRA_TEACHER /
+# EXTRA_STUDENT (more --set options). $OUT gets 7 files: teacher.pt, student.pt (weights-only
+# fp16), teacher_eval.json, student_eval.json, teacher_metrics.jsonl,
+# student_metrics.jsonl and train.log. Re-running resumes from the checkpoints in $RUNS.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$REPO"
+OUT="${OUT:-out/gpu_train}"
+RUNS="${RUNS:-runs/gpu_train}"
+PYTHON="${PYTHON:-python3}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+if [ -d .device_data/pylib ]; then
+    export PYTHONPATH="$REPO/.device_data/pylib${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if [ -z "${DATA:-}" ]; then
+    DATA=.device_data/davis2016-train-240p
+    [ -d "$DATA" ] || DATA="$REPO/../shared/data/davis2016-train-240p"
+fi
+
+if [ "${SMOKE:-0}" = "1" ]; then
+    TEACHER_CONFIG=config/training/tiny_cpu_teacher.yaml
+    STUDENT_CONFIG=config/training/tiny_cpu_student.yaml
+    COMMON=(--set steps=2 --set device=cpu --set validation.max_frames=4)
+    EVAL=(--device cpu --size 64 --max-frames 6 --sequences bear)
+    LAUNCH=("$PYTHON" -m defvos_core.train)
+else
+    TEACHER_CONFIG=config/training/teacher.yaml
+    STUDENT_CONFIG=config/training/student.yaml
+    COMMON=()
+    EVAL=(--device cuda)
+    NPROC="${NPROC:-$("$PYTHON" -c 'import torch; print(max(1, torch.cuda.device_count()))')}"
+    if [ "$NPROC" -gt 1 ]; then
+        LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC"
+                -m defvos_core.train)
+    else
+        LAUNCH=("$PYTHON" -m defvos_core.train)
+    fi
+fi
+
+echo "== teacher ($TEACHER_CONFIG, data $DATA) $(date +%T)" | tee -a "$OUT/train.log"
+"${LAUNCH[@]}" --config "$TEACHER_CONFIG" --resume "${COMMON[@]}" \
+    --set "data.root=$DATA" --set "run_dir=$RUNS/teacher" \
+    --set "export.weights=$OUT/teacher.pt" ${EXTRA_TEACHER:-} 2>&1 | tee -a "$OUT/train.log"
+
+echo "== student ($STUDENT_CONFIG) $(date +%T)" | tee -a "$OUT/train.log"
+"${LAUNCH[@]}" --config "$STUDENT_CONFIG" --resume "${COMMON[@]}" \
+    --set "data.root=$DATA" --set "run_dir=$RUNS/student" \
+    --set "distill.teacher_weights=$OUT/teacher.pt" \
+    --set "export.weights=$OUT/student.pt" ${EXTRA_STUDENT:-} 2>&1 | tee -a "$OUT/train.log"
+
+for model in teacher student; do
+    echo "== evaluate $model $(date +%T)" | tee -a "$OUT/train.log"
+    "$PYTHON" -m defvos_core.evaluate --weights "$OUT/$model.pt" --data "$DATA" --split val \
+        "${EVAL[@]}" --json "$OUT/${model}_eval.json" 2>&1 | tee -a "$OUT/train.log"
+done
+cp "$RUNS/teacher/metrics.jsonl" "$OUT/teacher_metrics.jsonl"
+cp "$RUNS/student/metrics.jsonl" "$OUT/student_metrics.jsonl"
+echo "== done $(date +%T)" | tee -a "$OUT/train.log"
