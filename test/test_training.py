@@ -1,0 +1,425 @@
+"""Training: clip unroll, both stages, loss terms, resume after a kill, DDP, evaluation CLI.
+
+Everything runs on CPU with tiny models (embed_dim 32, 1 layer, random encoders) on real
+DAVIS-240p clips cropped to 64x64; the data folder is `<repo>/../shared/data/...`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from defvos_core.config import ModelConfig
+from defvos_core.config_io import to_dict
+from defvos_core.data.splits import HOLDOUT_SEQUENCES, resolve_split
+from defvos_core.model.checkpoint import load_model, save_weights, weights_meta
+from defvos_core.model.vos_model import VOSModel
+from defvos_core.training.config import load_train_config
+from defvos_core.training.ema import ModelEMA
+from defvos_core.training.schedule import lr_factor
+from defvos_core.training.unroll import (labels_to_soft_mask, masked_probabilities,
+                                         unroll_clip)
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "davis2016-train-240p"
+TINY_TEACHER = REPO / "config" / "training" / "tiny_cpu_teacher.yaml"
+TINY_STUDENT = REPO / "config" / "training" / "tiny_cpu_student.yaml"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not available")
+CHILD_ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1",
+             "PYTHONUNBUFFERED": "1"}
+
+torch.set_num_threads(2)
+
+
+def tiny_model_config(**overrides) -> ModelConfig:
+    values = dict(encoder="lite0", pretrained_encoder=False, embed_dim=32, num_layers=1,
+                  num_heads=1, max_objects=3, sample_grid=(2, 2), short_term_radius=1,
+                  decoder_dim=16)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def tiny_config(tmp_path: Path, *overrides: str, stage: str = "teacher"):
+    path = TINY_TEACHER if stage == "teacher" else TINY_STUDENT
+    return load_train_config(path, [f"run_dir={tmp_path / 'run'}", f"data.root={DATA}",
+                                    "validation.enabled=false", *overrides])
+
+
+@pytest.fixture(scope="module")
+def teacher_weights(tmp_path_factory) -> Path:
+    """A tiny random 'teacher' weights file (distillation only needs its outputs)."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    save_weights(VOSModel(tiny_model_config()), path, meta={"trained": False})
+    return path
+
+
+def random_clip(batch=2, frames=3, size=64, objects=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, frames, 3, size, size, generator=generator)
+    labels = torch.randint(0, objects + 1, (batch, frames, size, size), generator=generator)
+    labels[:, :, :4, :4] = 255
+    return images, labels, torch.full((batch,), objects, dtype=torch.long)
+
+
+# ------------------------------------------------------------------------------ unroll
+
+def test_labels_to_soft_mask_treats_void_as_background():
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, :4, :4] = 2
+    labels[0, 4:, 4:] = 255
+    mask = labels_to_soft_mask(labels, 4)  # (1, 4, 2, 2)
+    assert mask.shape == (1, 4, 2, 2)
+    assert torch.allclose(mask.sum(1), torch.ones(1, 2, 2))
+    assert mask[0, 2, 0, 0] == 1 and mask[0, 0, 1, 1] == 1
+    with pytest.raises(ValueError, match="max_objects"):
+        labels_to_soft_mask(torch.full((1, 8, 8), 5), 4)
+
+
+def test_masked_probabilities_zero_invalid_slots():
+    logits = torch.randn(2, 4, 3, 3)
+    probabilities = masked_probabilities(logits, torch.tensor([1, 3]))
+    assert torch.allclose(probabilities.sum(1), torch.ones(2, 3, 3))
+    assert torch.all(probabilities[0, 2:] == 0) and torch.all(probabilities[1] > 0)
+
+
+def test_unroll_shapes_and_gradients_reach_the_model():
+    torch.manual_seed(0)
+    config = tiny_model_config(num_layers=2, num_heads=2)
+    model = VOSModel(config).train()
+    frames, labels, num_objects = random_clip()
+    first = labels_to_soft_mask(labels[:, 0], config.num_slots)
+    outputs = unroll_clip(model, frames, first, num_objects)
+    assert len(outputs) == 2
+    groups = config.sample_grid[0] * config.sample_grid[1]
+    for t, output in enumerate(outputs, start=1):
+        assert output.logits.shape == (2, config.num_slots, 64, 64)
+        assert output.stride4_logits.shape == (2, config.num_slots, 16, 16)
+        assert output.query_grid == (4, 4)
+        assert len(output.attention_maps) == 2
+        # long-term memory of frame t = frames 0..t-1: t * G sampled keys per query
+        assert output.attention_maps[0].shape == (2, 2, 16, t * groups)
+    loss = sum(o.logits.logsumexp(1).mean() - o.logits[:, 1].mean() for o in outputs)
+    loss.backward()
+    for name in ("encoder._conv_stem.weight", "project.0.weight",
+                 "identity_bank.embed", "propagation.memory_identity.weight",
+                 "propagation.layers.0.query.weight", "decoder"):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(name)]
+        assert grads and all(g is not None for g in grads), name
+        assert any(float(g.abs().sum()) > 0 for g in grads), name
+
+
+def test_unroll_rejects_sizes_off_the_stride():
+    model = VOSModel(tiny_model_config())
+    frames, labels, num_objects = random_clip(size=72)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        unroll_clip(model, frames, torch.zeros(2, 4, 18, 18), num_objects)
+
+
+# ------------------------------------------------------------------------ small parts
+
+def test_lr_schedule_warmup_then_decay():
+    factors = [lr_factor(step, 100, 10, "poly") for step in range(100)]
+    assert factors[0] < factors[5] < factors[9] < 1.0
+    assert factors[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert lr_factor(99, 100, 10, "cosine") < 0.01
+    assert lr_factor(50, 100, 0, "cosine", min_lr_ratio=0.1) == pytest.approx(0.55)
+    assert lr_factor(80, 100, 10, "constant") == 1.0
+
+
+def test_ema_moves_towards_the_weights():
+    model = torch.nn.Linear(2, 2)
+    ema = ModelEMA(model, 0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    before = ema.model.weight.clone()
+    ema.update(model)
+    assert torch.all(ema.model.weight > before)
+    assert torch.all(ema.model.weight < model.weight)
+    state = ema.state_dict()
+    other = ModelEMA(torch.nn.Linear(2, 2), 0.9)
+    other.load_state_dict(state)
+    assert other.updates == 1 and torch.equal(other.model.weight, ema.model.weight)
+
+
+def test_configs_load_with_presets_and_overrides():
+    folder = REPO / "config" / "training"
+    names = {p.name for p in folder.glob("*.yaml")}
+    assert {"teacher.yaml", "student.yaml", "tiny_cpu_teacher.yaml",
+            "tiny_cpu_student.yaml"} <= names
+    for path in folder.glob("*.yaml"):
+        config = load_train_config(path)
+        assert config.stage in ("teacher", "student"), path
+        assert set(HOLDOUT_SEQUENCES) <= set(config.data.holdout), path
+    teacher = load_train_config(folder / "teacher.yaml")
+    assert (teacher.model.encoder, teacher.model.num_layers) == ("lite2", 3)
+    student = load_train_config(folder / "student.yaml", ["distill.intra=0", "optim.lr=1e-3"])
+    assert (student.model.encoder, student.model.num_layers) == ("lite0", 1)
+    assert student.distill.intra == 0 and student.optim.lr == 1e-3
+    as_student = load_train_config(folder / "teacher.yaml", ["model_preset=student"])
+    assert as_student.stage == "teacher" and as_student.model.encoder == "lite0"
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_train_config(folder / "teacher.yaml", ["optim.learning_rate=1"])
+    with pytest.raises(ValueError, match="multiples of 16"):
+        load_train_config(folder / "teacher.yaml", ["data.clip.crop_size=[100,100]"])
+
+
+@needs_data
+def test_splits_hold_out_the_validation_sequences(tmp_path):
+    train = resolve_split(DATA, "train")
+    assert len(train) == 25 and not set(train) & set(HOLDOUT_SEQUENCES)
+    assert resolve_split(DATA, "val") == list(HOLDOUT_SEQUENCES)
+    listing = tmp_path / "mine.txt"
+    listing.write_text("bear\n\nrollerblade\n")
+    assert resolve_split(DATA, str(listing)) == ["bear", "rollerblade"]
+    with pytest.raises(FileNotFoundError):
+        resolve_split(DATA, "nope")
+
+
+# ----------------------------------------------------------------------------- stages
+
+@needs_data
+def test_teacher_stage_overfits_one_clip(tmp_path):
+    from defvos_core.training.trainer import Trainer
+
+    config = tiny_config(tmp_path, "optim.schedule=constant", "optim.warmup_steps=0",
+                         "optim.lr=2e-3", "optim.encoder_lr_scale=1.0", "steps=100",
+                         "loss.top_k_fraction=1.0")
+    torch.manual_seed(0)
+    trainer = Trainer(config)
+    batch = next(iter(trainer.loader))
+    assert batch["frames"].shape == (2, 3, 3, 64, 64)
+    losses = [trainer.train_step(batch)["total"] for _ in range(20)]
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    assert trainer.step == 20
+
+
+@needs_data
+@pytest.mark.parametrize("weights, expected", [
+    ((1, 1, 1, 1), {"attention", "intra", "inter", "supervised"}),
+    ((1, 0, 0, 0), {"attention"}),
+    ((0, 1, 0, 0), {"intra"}),
+    ((0, 0, 1, 0), {"inter"}),
+    ((0, 0, 0, 1), {"supervised"}),
+])
+def test_student_stage_loss_terms(tmp_path, teacher_weights, weights, expected):
+    from defvos_core.training.trainer import Trainer
+
+    attention, intra, inter, supervised = weights
+    config = tiny_config(tmp_path, f"distill.teacher_weights={teacher_weights}",
+                         f"distill.attention={attention}", f"distill.intra={intra}",
+                         f"distill.inter={inter}", f"distill.supervised={supervised}",
+                         stage="student")
+    torch.manual_seed(0)
+    trainer = Trainer(config)
+    assert trainer.teacher is not None and not trainer.teacher.training
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+    teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    terms = trainer.train_step(next(iter(trainer.loader)))
+    assert set(terms) - {"total", "grad_norm"} == expected
+    assert np.isfinite(terms["total"]) and terms["grad_norm"] > 0
+    for key, value in trainer.teacher.state_dict().items():
+        assert torch.equal(value, teacher_before[key]), key
+
+
+@needs_data
+def test_self_supervised_student_never_sees_later_ground_truth(tmp_path, teacher_weights):
+    from defvos_core.training.trainer import Trainer
+
+    config = tiny_config(tmp_path, f"distill.teacher_weights={teacher_weights}",
+                         "distill.self_supervised=true", "distill.supervised=1.0",
+                         stage="student")
+    trainer = Trainer(config)
+    pseudo_root = tmp_path / "run" / "pseudo_labels"
+    for sequence in trainer.train_sequences:
+        assert sequence.labeled_indices == list(range(len(sequence)))
+        assert all(pseudo_root in path.parents for path in sequence.mask_paths.values())
+    terms = trainer.train_step(next(iter(trainer.loader)))
+    assert "supervised" not in terms and np.isfinite(terms["total"])
+
+
+@needs_data
+def test_clips_without_objects_are_skipped_and_counted(tmp_path):
+    from defvos_core.training.trainer import Trainer
+
+    trainer = Trainer(tiny_config(tmp_path))
+    batch = next(iter(trainer.loader))
+    batch["labels"][0] = 0
+    batch["num_objects"] = torch.tensor([0, int(batch["num_objects"][1])])
+    loss, _ = trainer.compute_loss(batch)
+    assert trainer.skipped_items == 1 and torch.isfinite(loss)
+    batch["labels"][1] = 0
+    batch["num_objects"] = torch.tensor([0, 0])
+    loss, _ = trainer.compute_loss(batch)
+    assert trainer.skipped_items == 3 and float(loss.detach()) == 0.0
+
+
+@needs_data
+def test_full_run_exports_weights_with_meta(tmp_path):
+    from defvos_core.training.trainer import Trainer
+
+    config = tiny_config(tmp_path, "steps=2", "validation.enabled=true",
+                         "validation.max_frames=4", "ema_decay=0.9")
+    trainer = Trainer(config)
+    summary = trainer.run()
+    assert summary["step"] == 2 and summary["validation"]["step"] == 2
+    meta = weights_meta(summary["weights"])
+    assert meta["trained"] is True and meta["steps"] == 2 and meta["stage"] == "teacher"
+    assert meta["validation"]["J&F"] == summary["validation"]["J&F"]
+    assert not set(meta["data"]["sequences"]) & set(HOLDOUT_SEQUENCES)
+    assert load_model(summary["weights"]).config == config.model
+    assert (tmp_path / "run" / "metrics.jsonl").is_file()
+
+
+@needs_data
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    from defvos_core.training import trainer as trainer_module
+
+    trainer = trainer_module.Trainer(tiny_config(tmp_path))
+    trainer.train_step(next(iter(trainer.loader)))
+    (tmp_path / "run").mkdir(exist_ok=True)
+    trainer.save_checkpoint()
+    path = tmp_path / "run" / "checkpoint.pt"
+
+    def broken_save(obj, target, *args, **kwargs):
+        Path(target).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    trainer.train_step(next(iter(trainer.loader)))
+    with pytest.raises(OSError):
+        trainer.save_checkpoint()
+    monkeypatch.undo()
+    state = torch.load(path, weights_only=False)
+    assert state["step"] == 1
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["checkpoint.pt"]
+
+
+# --------------------------------------------------------------------- kill and resume
+
+def _train_command(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "defvos_core.train", "--config", str(TINY_TEACHER),
+            "--set", f"run_dir={run_dir}", "--set", f"data.root={DATA}",
+            "--set", "validation.enabled=false", "--set", "steps=12",
+            "--set", "checkpoint_every=2", "--set", "threads=1", *extra]
+
+
+@needs_data
+def test_kill_and_resume_continues_from_the_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    checkpoint = run_dir / "checkpoint.pt"
+    process = subprocess.Popen(_train_command(run_dir), cwd=REPO, env=CHILD_ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists(), "no checkpoint was written before the kill"
+    killed_at = torch.load(checkpoint, weights_only=False)["step"]  # never half-written
+    assert killed_at % 2 == 0 and 2 <= killed_at <= 12
+
+    result = subprocess.run(_train_command(run_dir, "--resume"), cwd=REPO, env=CHILD_ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    if killed_at < 12:
+        assert f"resumed from {checkpoint} at step {killed_at}" in result.stdout
+    summary = json.loads(result.stdout.split("result: ", 1)[1].splitlines()[0])
+    assert summary["step"] == 12
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["step"] == 12 and state["scheduler"]["last_epoch"] == 12
+    assert state["epoch"] >= 1  # the resumed run started a new data epoch
+    losses = [json.loads(line)["loss/total"]
+              for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+              if "loss/total" in line]
+    assert losses and all(np.isfinite(losses))
+
+
+# -------------------------------------------------------------------------------- DDP
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, tmp: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from defvos_core.training.trainer import Trainer
+
+    config = load_train_config(TINY_TEACHER, [f"run_dir={tmp}/run", f"data.root={DATA}",
+                                              "validation.enabled=false", "steps=3",
+                                              "threads=1"])
+    trainer = Trainer(config)
+    initial = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
+    trainer.run()
+    final = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    torch.save({"initial": initial, "final": final, "step": trainer.step,
+                "samples": len(trainer.loader)}, f"{tmp}/rank{rank}.pt")
+    trainer.close()
+
+
+@needs_data
+def test_ddp_two_cpu_processes_keep_parameters_equal(tmp_path):
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2,
+                                join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 3
+    assert ranks[0]["samples"] == ranks[1]["samples"] == 2  # 8 clips / 2 ranks / batch 2
+    assert torch.equal(ranks[0]["initial"], ranks[1]["initial"])  # broadcast from rank 0
+    assert torch.equal(ranks[0]["final"], ranks[1]["final"])
+    assert not torch.equal(ranks[0]["initial"], ranks[0]["final"])
+    assert (tmp_path / "run" / "teacher.pt").is_file()
+
+
+# ------------------------------------------------------------------- evaluate --weights
+
+@needs_data
+def test_evaluate_weights_mode_writes_pngs_and_scores(tmp_path, teacher_weights, capsys):
+    from defvos_core.evaluate import main
+
+    out = tmp_path / "pred"
+    code = main(["--weights", str(teacher_weights), "--data", str(DATA), "--split", "val",
+                 "--sequences", "bear", "--size", "64", "--out", str(out),
+                 "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "p.png")])
+    assert code == 0, capsys.readouterr().err
+    assert len(list((out / "bear").glob("*.png"))) == 41
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert list(summary["sequences"]) == ["bear"] and 0 <= summary["J&F-Mean"] <= 1
+    assert (tmp_path / "p.png").is_file()
+    assert main(["--weights", str(teacher_weights), "--data", str(DATA),
+                 "--sequences", "rollerblade"]) == 2  # not in the held-out split
+    assert main(["--weights", str(teacher_weights), "--pred", str(out),
+                 "--gt", str(DATA)]) == 2
+
+
+# ---------------------------------------------------------------------- GPU script path
+
+@needs_data
+def test_gpu_train_script_smoke_mode(tmp_path):
+    env = {**CHILD_ENV, "SMOKE": "1", "OUT": str(tmp_path / "out"),
+           "RUNS": str(tmp_path / "runs"), "DATA": str(DATA), "PYTHON": sys.executable}
+    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train.sh")], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "teacher.pt", "student.pt", "teacher_eval.json", "student_eval.json",
+        "teacher_metrics.jsonl", "student_metrics.jsonl", "train.log"])
+    meta = weights_meta(out / "student.pt")
+    assert meta["stage"] == "student" and meta["teacher_weights"] == str(out / "teacher.pt")
+    assert to_dict(load_model(out / "student.pt").config)["embed_dim"] == 32
