@@ -155,7 +155,7 @@ class Ros:
 
 @pytest.fixture(scope='module')
 def ros():
-    """A ROS context for the module, spun in a background thread."""
+    """Provide a ROS context for the module, spun in a background thread."""
     harness = Ros()
     yield harness
     harness.close()
@@ -309,7 +309,7 @@ def labels_of(msg: Image) -> np.ndarray:
 
 @pytest.fixture
 def pipeline(request, ros):
-    """A fresh node in its own namespace and a client, destroyed after the test."""
+    """Provide fresh nodes in their own namespace with a client, destroyed after the test."""
     created = []
 
     def make(namespace=None, compressed=False, **parameters):
