@@ -62,21 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start_node(args: argparse.Namespace, log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, '-m', 'defvos_ros', '--ros-args',
-               '-p', f'size:={args.size}', '-p', f'num_threads:={args.threads}',
-               '-p', f'backend:={args.backend}', '-p', 'summary_period_sec:=5.0']
-    if args.weights:
-        command += ['-p', f'weights:={args.weights}']
-    log = open(log_path, 'w')
-    try:
+def start_node_process(parameters: dict, log_path: Path) -> subprocess.Popen:
+    """Start ``python -m defvos_ros`` with ``-p name:=value`` parameters, logging to a file."""
+    command = [sys.executable, '-m', 'defvos_ros', '--ros-args']
+    for name, value in parameters.items():
+        command += ['-p', f'{name}:={value}']
+    with open(log_path, 'w') as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                 env=os.environ.copy())
-    finally:
-        log.close()
 
 
-def _stop_node(process: subprocess.Popen) -> int:
+def stop_node_process(process: subprocess.Popen) -> int:
+    """Stop a node process with SIGINT (as Ctrl-C would), killing it after 15 s."""
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
@@ -127,7 +124,11 @@ def run(args: argparse.Namespace) -> int:
     print(f'defvos demo: {count} frames of {clip.name}, node size {args.size}, '
           f"{'lockstep' if args.rate <= 0 else f'{args.rate:g} fps'}, ROS_DOMAIN_ID {domain}")
 
-    process = _start_node(args, out / 'node.log')
+    parameters = {'size': args.size, 'num_threads': args.threads, 'backend': args.backend,
+                  'summary_period_sec': 5.0}
+    if args.weights:
+        parameters['weights'] = args.weights
+    process = start_node_process(parameters, out / 'node.log')
     rclpy.init()
     lockstep = args.rate <= 0
     player = Player(wait_for='defvos/masks' if lockstep else None, frame_id='camera')
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         recorder.destroy_node()
         rclpy.try_shutdown()
         thread.join(timeout=5.0)
-        exit_code = _stop_node(process)
+        exit_code = stop_node_process(process)
 
     by_stamp = recorder.masks
     predictions = [by_stamp.get(stamp) for _, stamp in player.sent]
