@@ -91,8 +91,8 @@ class _Spec:
 
 
 SPECS: dict[str, _Spec] = {
-    'weights': _Spec('Weights file (.pt for torch, also used to find the .onnx graphs); '
-                     'empty = the shipped student (defvos_core/assets/student.pt).'),
+    'weights': _Spec('Weights file (.pt; the onnxruntime backend derives its graphs from '
+                     'it); empty = the shipped student (defvos_core/assets/student.pt).'),
     'backend': _Spec('Compute backend of the tracker.', choices=BACKENDS),
     'device': _Spec("Torch device, e.g. 'cpu', 'cuda', 'cuda:0'."),
     'providers': _Spec('onnxruntime execution providers in priority order, e.g. '
