@@ -21,6 +21,7 @@ import argparse
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
@@ -38,6 +39,8 @@ from std_msgs.msg import Header
 from defvos_ros.image_conversion import numpy_to_image
 
 ImageMessage = Union[Image, CompressedImage]
+MAX_SENT_RECORDS = 100_000
+MAX_UNCLAIMED_MASKS = 10_000
 BAG_IMAGE_TYPES = {'sensor_msgs/msg/Image': Image,
                    'sensor_msgs/msg/CompressedImage': CompressedImage}
 
@@ -97,18 +100,23 @@ class Player(Node):
             self.masks_sub = self.create_subscription(Image, wait_for, self._on_mask,
                                                       QoSProfile(depth=100))
         self.frames_published = 0
-        self.sent: list[tuple[str, int]] = []  # (frame name, stamp ns) of every frame
+        # (frame name, stamp ns) of the frames published, the last MAX_SENT_RECORDS of them
+        self.sent: deque[tuple[str, int]] = deque(maxlen=MAX_SENT_RECORDS)
 
     # -------------------------------------------------------------------------- plumbing
     def _on_mask(self, msg: Image) -> None:
         with self._masks_lock:
+            if len(self._masks_seen) >= MAX_UNCLAIMED_MASKS:  # bounded on endless loops
+                self._masks_seen.clear()
             self._masks_seen.add(stamp_ns(msg.header.stamp))
             self._masks_lock.notify_all()
 
     def wait_for_mask(self, stamp: int, timeout: float = 10.0) -> bool:
         """Wait until a mask stamped ``stamp`` (ns) arrived on the wait-for topic."""
         with self._masks_lock:
-            return self._masks_lock.wait_for(lambda: stamp in self._masks_seen, timeout)
+            arrived = self._masks_lock.wait_for(lambda: stamp in self._masks_seen, timeout)
+            self._masks_seen.discard(stamp)
+            return arrived
 
     def wait_for_subscribers(self, timeout: float = 10.0, seed: bool = True) -> bool:
         """Wait until the image (and seed) topics have a subscriber and masks a publisher."""
@@ -159,14 +167,14 @@ class Player(Node):
                                              header))
 
     # --------------------------------------------------------------------------- playback
-    def play(self, frames: Iterable[tuple[str, Union[np.ndarray, ImageMessage]]],
-             seed: Optional[np.ndarray] = None, rate: float = 30.0, seed_delay: float = 0.0,
-             timings_ns: Optional[Sequence[int]] = None, wait_timeout: float = 10.0) -> int:
-        """Publish ``frames`` ((name, rgb array or message) pairs), the seed after the first.
+    def play(self, frames: Iterable[tuple], seed: Optional[np.ndarray] = None,
+             rate: float = 30.0, seed_delay: float = 0.0, wait_timeout: float = 10.0) -> int:
+        """Publish ``frames``, the seed with the first frame's header; return masks missed.
 
-        ``rate`` (fps, 0 = as fast as possible) paces arrays; messages with ``timings_ns``
-        (bag timestamps) keep their recorded spacing scaled by ``rate`` as a speed factor.
-        Returns the number of frames whose mask did not arrive in lockstep mode.
+        Items are (name, rgb array or Image/CompressedImage) or (name, message, bag
+        timestamp ns). ``rate`` paces arrays in frames per second; items with a timestamp
+        keep their recorded spacing with ``rate`` as the speed factor. 0 = no pauses. The
+        return value counts the masks that did not arrive in lockstep mode.
         """
         lockstep = self.masks_sub is not None
         seed_header: Optional[Header] = None
@@ -174,10 +182,11 @@ class Player(Node):
         missing = 0
         start = time.monotonic()
         first_time = 0.0
-        for index, (name, frame) in enumerate(frames):
-            if timings_ns is not None:
-                if rate > 0:
-                    _sleep_until(start + (timings_ns[index] - timings_ns[0]) * 1e-9 / rate)
+        first_timestamp: Optional[int] = None
+        for index, (name, frame, *timestamp) in enumerate(frames):
+            if timestamp and rate > 0:
+                first_timestamp = timestamp[0] if first_timestamp is None else first_timestamp
+                _sleep_until(start + (timestamp[0] - first_timestamp) * 1e-9 / rate)
             elif rate > 0:
                 _sleep_until(start + index / rate)
             if index and not seed_sent and time.monotonic() - first_time >= seed_delay:
@@ -284,11 +293,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         first = True
         while first or args.loop:
             if args.bag:
-                items = list(read_bag_images(args.bag, args.topic))
-                timings = [timestamp for timestamp, _ in items]
-                frames = [(str(i), msg) for i, (_, msg) in enumerate(items)]
+                frames = ((str(i), msg, timestamp) for i, (timestamp, msg)
+                          in enumerate(read_bag_images(args.bag, args.topic)))
                 missing = player.play(frames, seed if first else None, args.speed,
-                                      timings_ns=timings, wait_timeout=args.wait_timeout)
+                                      wait_timeout=args.wait_timeout)
             else:
                 missing = player.play(_load_frames(args.frames), seed if first else None,
                                       args.rate, args.seed_delay,

@@ -381,6 +381,17 @@ def test_namespaced_node_publishes_under_its_namespace(ros, pipeline, clip):
     assert client.reset().success
 
 
+def test_onnxruntime_backend_gets_the_providers(ros, pipeline, clip):
+    pytest.importorskip('onnxruntime')
+    providers_module = pytest.importorskip('defvos_core.onnx.providers')
+    frames, truth = clip
+    node, client = pipeline(backend='onnxruntime', providers=['cpu'])
+    assert node.tracker.backend.name == 'onnxruntime'
+    assert node.tracker.backend.providers == providers_module.select_providers(['cpu'])
+    received = client.track(frames[:3], truth[0], [next_stamp() for _ in range(3)])
+    assert all(0 < np.count_nonzero(labels == 1) < labels.size for labels in received)
+
+
 def test_all_image_encodings_and_padded_rows_are_tracked(ros, pipeline, clip):
     frames, truth = clip
     frames = [frame[:, :426] for frame in frames[:9]]  # 4:2:2 needs an even width
