@@ -467,7 +467,7 @@ def test_late_seed_is_paired_with_its_frame_by_stamp(ros, pipeline, clip):
 
 def test_seed_may_arrive_before_its_frame(ros, pipeline, clip):
     frames, truth = clip
-    node, client = pipeline()
+    node, client = pipeline(seed_wait_sec=10.0)
     stamp = next_stamp()
     client.send_seed(truth[0], stamp)
     time.sleep(0.2)  # well within seed_wait_sec
@@ -624,13 +624,19 @@ def test_stale_frames_are_dropped_and_the_newest_is_processed(ros, pipeline, cli
     received, processed = node.stats.total_received, node.stats.total_processed
     dropped = node.stats.total_dropped
     burst = [next_stamp() for _ in range(12)]
-    for frame, stamp in zip(frames[2:14], burst):  # as fast as DDS takes them
-        client.image_pub.publish(numpy_to_image(frame, 'rgb8', header(stamp)))
+    with node._tracker_lock:  # a model slower than the camera: inference is held up
+        for frame, stamp in zip(frames[2:14], burst):
+            client.send_frame(frame, stamp)  # returns once the node's callback has it
     client.wait_mask(burst[-1])  # the newest frame is always processed
     assert wait_until(lambda: node.stats.total_processed - processed
                       + node.stats.total_dropped - dropped
                       == node.stats.total_received - received, 5.0)
-    # every frame that reached the node was either segmented or counted as dropped
+    # every frame that reached the node was segmented or counted as dropped, and only the
+    # frame already taken when inference was held up plus the newest one were segmented
+    assert node.stats.total_received - received == 12
+    assert node.stats.total_processed - processed <= 2
+    assert node.stats.total_dropped - dropped >= 10
+    assert sum(stamp in client.masks for stamp in burst) <= 2
     summary = ros.wait_log(node.get_logger().name, 'fps (input')
     assert 'latency p50' in summary and 'dropped' in summary
 
