@@ -42,6 +42,10 @@ from defvos_ros.demo import SAMPLE, start_node_process, stop_node_process
 from defvos_ros.image_conversion import numpy_to_image
 from defvos_ros.play import spin_in_thread, stamp_ns
 
+# As in the node (defvos_ros/node.py): sleeping OpenMP threads, so that the bare tracker
+# is timed the way the node runs it. Set before torch is imported (in bare_tracker).
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
 
 def rss_mb(pid: int) -> Optional[float]:
     """Return the resident set size of a process in MB (Linux /proc), or None."""
