@@ -7,7 +7,8 @@
 2. The node (``python -m defvos_ros``, its own process, same size and threads) over DDS:
    end-to-end latency from the camera stamp (set just before publishing) to the mask's
    arrival here, one frame at a time (lockstep); the node's overhead is its median minus
-   the bare step's median (conversion, queueing, DDS both ways, publishing).
+   the bare step's median (conversion, queueing, DDS both ways, publishing). Bare and node
+   frames alternate in blocks of 5 so both meet the same load on a shared CPU.
 3. A camera at ``--camera-fps`` faster than the model: masks received, frames dropped as
    stale by the node, and latency over the first and last halves (it must not grow).
 4. Soak: ``--soak`` frames in lockstep through a fresh node; RSS of the node process at the
@@ -130,8 +131,8 @@ def ping_pong(frames: list, count: int) -> list:
     return [cycle[i % len(cycle)] for i in range(count)]
 
 
-def bare_tracker(frames: list[np.ndarray], seed: np.ndarray, args) -> list[float]:
-    """Time Tracker.step (ms) over ``frames`` after seeding frame 0 and 3 warm-up steps."""
+def bare_tracker(seed_frame: np.ndarray, seed: np.ndarray, args):
+    """Return a seeded Tracker configured like the node (same size, threads, backend)."""
     import torch
 
     from defvos_core.config import TrackerConfig
@@ -140,11 +141,14 @@ def bare_tracker(frames: list[np.ndarray], seed: np.ndarray, args) -> list[float
     torch.set_num_threads(args.threads)
     tracker = Tracker.from_weights(args.weights or None, config=TrackerConfig(size=args.size),
                                    backend=args.backend)
-    tracker.add_objects(frames[0], seed)
-    for frame in frames[1:4]:
-        tracker.step(frame)
+    tracker.add_objects(seed_frame, seed)
+    return tracker
+
+
+def time_steps(tracker, frames: list[np.ndarray]) -> list[float]:
+    """Time ``tracker.step`` (ms) on each frame."""
     times = []
-    for frame in frames[4:]:
+    for frame in frames:
         start = time.perf_counter()
         tracker.step(frame)
         times.append((time.perf_counter() - start) * 1e3)
@@ -204,10 +208,6 @@ def run(args: argparse.Namespace) -> int:
     print(f'load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (figures from a '
           'shared machine are only comparable within one run)')
 
-    bare = bare_tracker(sequence, seed, args)
-    print(f'bare Tracker.step        ({len(bare)} frames): {percentiles(bare)}  '
-          f'({1e3 / np.median(bare):.1f} fps)')
-
     parameters = {'size': args.size, 'num_threads': args.threads, 'backend': args.backend,
                   'summary_period_sec': 0.0}
     if args.weights:
@@ -216,10 +216,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         session = NodeSession(parameters, logs / 'node.log')
         try:
+            tracker = bare_tracker(sequence[0], seed, args)
             session.seed(sequence[0], seed)
             messages = [numpy_to_image(f, 'rgb8') for f in sequence[1:]]
-            session.lockstep(messages[:3])  # warm-up
-            e2e = session.lockstep(messages[3:])
+            time_steps(tracker, sequence[1:4])  # warm-up, both
+            session.lockstep(messages[:3])
+            # Alternate blocks of 5 frames, so that both see the same load on a shared CPU.
+            bare, e2e = [], []
+            for block in range(3, len(messages), 5):
+                bare += time_steps(tracker, sequence[block + 1:block + 6])
+                e2e += session.lockstep(messages[block:block + 5])
+            print(f'bare Tracker.step        ({len(bare)} frames): {percentiles(bare)}  '
+                  f'({1e3 / np.median(bare):.1f} fps)')
             print(f'node end-to-end lockstep ({len(e2e)} frames): {percentiles(e2e)}  '
                   '(camera stamp -> mask received)')
             print(f'node overhead over bare step: {np.median(e2e) - np.median(bare):+.1f} ms '
