@@ -465,6 +465,33 @@ def test_late_seed_is_paired_with_its_frame_by_stamp(ros, pipeline, clip):
         assert agreement(mine, theirs) >= 0.95
 
 
+def test_a_later_seed_adds_and_replaces_objects_and_keeps_the_others(ros, pipeline, clip):
+    frames, truth = clip
+    node, client = pipeline()
+    client.track(frames[:2], truth[0], [next_stamp() for _ in range(2)])
+    # frame 2: a seed holding only object 2 (a patch of rock): object 1 is kept
+    stamp = next_stamp()
+    client.send_frame(frames[2], stamp)
+    client.wait_mask(stamp)
+    rock = np.zeros_like(truth[2])
+    rock[:40, :60] = 2
+    client.send_seed(rock, stamp + 1)  # 1 ns off: paired with frame 2 (tolerance 10 ms)
+    ros.wait_log(node.get_logger().name, 'added/replaced [2], tracking [1, 2]')
+    labels = client.step(frames[3])
+    assert set(client.last_objects()) == {1, 2} and 1 in labels and 2 in labels
+    # frame 4: object 1 replaced by another region (the right edge of the image)
+    stamp = next_stamp()
+    client.send_frame(frames[4], stamp)
+    client.wait_mask(stamp)
+    edge = np.zeros_like(truth[4])
+    edge[:, -50:] = 1
+    client.send_seed(edge, stamp)
+    ros.wait_log(node.get_logger().name, 'added/replaced [1], tracking [1, 2]')
+    labels = client.step(frames[5])
+    assert set(client.last_objects()) == {1, 2}
+    assert np.mean(labels[:, -50:] == 1) > np.mean(labels[truth[5] == 1] == 1)
+
+
 def test_seed_may_arrive_before_its_frame(ros, pipeline, clip):
     frames, truth = clip
     node, client = pipeline(seed_wait_sec=10.0)
