@@ -33,7 +33,7 @@ SAMPLE = Path(__file__).resolve().parent / "assets" / "sample" / "bear"
 
 
 def sample_clip(short_side: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """The sample clip's frames resized to `short_side` (camera-size input) + its seed."""
+    """Return the sample clip's frames resized to `short_side` (camera-size input) + its seed."""
     import cv2
 
     frames = [rgb for _, rgb in iter_video_frames(SAMPLE / "frames")]
@@ -45,7 +45,7 @@ def sample_clip(short_side: int) -> tuple[list[np.ndarray], np.ndarray]:
 
 
 def multi_object_seed(seed: np.ndarray, objects: int) -> np.ndarray:
-    """The clip's object as id 1 plus `objects - 1` boxes along the top rows."""
+    """Return the clip's object as id 1 plus `objects - 1` boxes along the top rows."""
     labels = seed.astype(np.int64).copy()
     height, width = labels.shape
     box = max(4, width // (2 * objects))

@@ -32,12 +32,12 @@ class ModelConfig:
 
 
 def student_config(**overrides) -> ModelConfig:
-    """The lightweight student (EfficientNet-Lite0, one propagation layer)."""
+    """Return the lightweight student (EfficientNet-Lite0, one propagation layer)."""
     return ModelConfig(**overrides)
 
 
 def teacher_config(**overrides) -> ModelConfig:
-    """The large teacher (EfficientNet-Lite2, three propagation layers, more sampled keys)."""
+    """Return the large teacher (EfficientNet-Lite2, three propagation layers, more keys)."""
     values = dict(
         encoder="lite2",
         num_layers=3,

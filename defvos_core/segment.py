@@ -1,4 +1,4 @@
-"""Offline segmentation CLI.
+r"""Offline segmentation CLI.
 
     python -m defvos_core.segment --frames DIR_OR_VIDEO --seed FIRST.png --out OUT_DIR \\
         [--weights PATH] [--size 240] [--device cpu|cuda] [--backend torch|onnxruntime]
@@ -128,4 +128,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -22,7 +22,7 @@ def _single_thread() -> None:
 
 
 def _chelsea_batch(size: int = 224) -> torch.Tensor:
-    """skimage's cat photo as a (1, 3, size, size) tensor in [-1, 1]."""
+    """Return skimage's cat photo as a (1, 3, size, size) tensor in [-1, 1]."""
     image = transform.resize(data.chelsea(), (size, size), anti_aliasing=True)  # (H, W, 3) [0, 1]
     image01 = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
     return normalize_image(image01)

@@ -222,7 +222,7 @@ def static_image_clip(image: np.ndarray, mask: np.ndarray, num_frames: int,
                       rng: np.random.Generator, max_rotation: float = 3.0,
                       max_scale_step: float = 0.03, max_translation_step: float = 0.03
                       ) -> tuple[Frames, LabelMaps]:
-    """A pseudo-video from one image (H, W, 3) and its label map (H, W).
+    """Make a pseudo-video from one image (H, W, 3) and its label map (H, W).
 
     Frame 0 is the image itself; later frames follow a smooth random walk (with momentum)
     of rotation (degrees per step), log-scale and translation (fraction of the size per

@@ -143,7 +143,7 @@ class VideoClipDataset(Dataset):
 
     @property
     def cache(self) -> DecodedFrameCache | None:
-        """This process's decoded-frame cache (each worker holds its own copy)."""
+        """Return this process's decoded-frame cache (each worker holds its own copy)."""
         return self._cache
 
     def __len__(self) -> int:
@@ -286,7 +286,7 @@ class EpochSampler(Sampler):
 def make_loader(dataset: VideoClipDataset, batch_size: int, num_workers: int, shuffle: bool,
                 distributed: bool = False, drop_last: bool = True, seed: int = 0
                 ) -> DataLoader:
-    """DataLoader over `dataset` with an `EpochSampler` (call `loader.sampler.set_epoch(e)`).
+    """Build a DataLoader over `dataset` with an `EpochSampler` (call `loader.sampler.set_epoch(e)`).
 
     Distributed: indices come from a DistributedSampler (this rank's share). Workers are
     persistent; memory is pinned when CUDA is available. (No cv2.setNumThreads in the

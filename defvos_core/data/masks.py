@@ -9,7 +9,7 @@ from PIL import Image
 
 
 def davis_palette() -> np.ndarray:
-    """The DAVIS palette as a (256, 3) uint8 array (index 0 black, 1 red, 2 green, ...)."""
+    """Return the DAVIS palette as a (256, 3) uint8 array (0 black, 1 red, 2 green, ...)."""
     palette = np.zeros((256, 3), dtype=np.uint8)
     for index in range(256):
         value, red, green, blue = index, 0, 0, 0
@@ -41,7 +41,8 @@ def read_label_map(path: str | Path) -> np.ndarray:
         if labels.max(initial=0) > 255:
             raise ValueError(f"{path}: label values above 255 are not supported")
         return labels.astype(np.uint8)
-    raise ValueError(f"{path}: expected an indexed (palette) or greyscale PNG, got mode {image.mode}")
+    raise ValueError(f"{path}: expected an indexed (palette) or greyscale PNG, "
+                     f"got mode {image.mode}")
 
 
 def write_label_map(path: str | Path, labels: np.ndarray) -> None:
@@ -55,7 +56,7 @@ def write_label_map(path: str | Path, labels: np.ndarray) -> None:
 
 
 def overlay(frame_rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend DAVIS colours of `labels` (H, W) over `frame_rgb` (H, W, 3 uint8); returns uint8 RGB."""
+    """Blend DAVIS colours of `labels` (H, W) over `frame_rgb` (H, W, 3 uint8) into uint8 RGB."""
     colours = davis_palette()[labels]
     blended = frame_rgb.astype(np.float32)
     foreground = labels > 0

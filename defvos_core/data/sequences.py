@@ -177,7 +177,7 @@ def _decode_to_cache(video_path: Path, cache_dir: Path) -> Path:
 
 
 def read_unlabeled(path_or_dir: str | Path, cache_dir: str | Path | None = None) -> VideoSequence:
-    """An unlabeled sequence from a folder of frames or a video file (no masks).
+    """Read an unlabeled sequence from a folder of frames or a video file (no masks).
 
     A video is decoded once into JPEGs (quality 95) under
     `cache_dir/<video stem>-<hash of path, size, mtime>/`; `cache_dir` defaults to

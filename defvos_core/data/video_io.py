@@ -23,7 +23,7 @@ def _natural_key(path: Path) -> tuple:
 
 
 def list_frame_files(directory: str | Path) -> list[Path]:
-    """The .jpg/.jpeg/.png files of `directory`, sorted by name (digit runs numerically)."""
+    """List the .jpg/.jpeg/.png files of `directory`, sorted by name (digit runs numerically)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: not a directory of frames")
@@ -81,7 +81,7 @@ def iter_video_frames(path_or_dir: str | Path) -> Iterator[tuple[str, np.ndarray
 
 
 def count_frames(path_or_dir: str | Path) -> int | None:
-    """Number of frames in a folder or video; None when the container does not say."""
+    """Count the frames of a folder or video; None when the container does not say."""
     path = Path(path_or_dir)
     if path.is_dir():
         return len(list_frame_files(path))

@@ -70,7 +70,7 @@ class MemoryManager:
         self._long_cache = None
 
     def add_tracked(self, frame: MemoryFrame) -> None:
-        """A tracked frame becomes the short-term memory, and every `mem_every`-th a long-term one."""
+        """Make a tracked frame the short-term memory (every `mem_every`-th also long-term)."""
         self.short = frame
         self._frames_since_memory += 1
         if self._frames_since_memory >= self.mem_every:
@@ -119,8 +119,11 @@ class MemoryManager:
         return len(self.seeds) + len(self.fifo)
 
     def nbytes(self) -> int:
-        """Bytes held by the memory: stored frames (shared ones once) + the stacked long-term
-        tensors the model reads (counted whether or not they are built right now)."""
+        """Bytes held by the memory.
+
+        Stored frames (shared ones once) plus the stacked long-term tensors the model reads,
+        counted whether or not they are built right now.
+        """
         stored = {id(f): f for f in self.frames() + ([self.short] if self.short else [])}
         total = sum(f.nbytes() for f in stored.values())
         total += sum(t.numel() * t.element_size()

@@ -1,9 +1,11 @@
 """The inference engine: owns all per-video state (objects, memory, frame geometry).
 
-    tracker = Tracker.from_weights()            # shipped student, PyTorch on CPU
-    tracker.add_objects(first_frame, seed)      # (H, W) label map: 0 background, k object k
-    for frame in frames:
-        result = tracker.step(frame)            # result.labels: (H, W) uint8 object ids
+Usage::
+
+  tracker = Tracker.from_weights()         # shipped student, PyTorch on CPU
+  tracker.add_objects(first_frame, seed)   # (H, W) label map: 0 background, k object k
+  for frame in frames:
+      result = tracker.step(frame)         # result.labels: (H, W) uint8 object ids
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Tracker:
     @classmethod
     def from_weights(cls, weights: str | None = None, config: TrackerConfig | None = None,
                      backend: str = "torch", **backend_options) -> "Tracker":
-        """A tracker over a weights file (None: the shipped student) on the named backend."""
+        """Build a tracker over a weights file (None: the shipped student) on the named backend."""
         config = config or TrackerConfig()
         if backend == "torch":
             from defvos_core.model.checkpoint import load_model
@@ -191,7 +193,7 @@ class Tracker:
         return frame_to_tensor(frame, self.geometry, self.backend.device, self.backend.dtype)
 
     def _predict(self, features: FrameFeatures) -> torch.Tensor:
-        """Merged probabilities (K+1, h4, w4) over [background, objects in id order]."""
+        """Predict merged probabilities (K+1, h4, w4) over [background, objects in id order]."""
         logits = self.backend.segment(features, self.memory.tensors()).float()
         log_probs = torch.log_softmax(logits, dim=1)  # (banks, S+1, h4, w4)
         rows = [log_probs[:, 0].min(dim=0).values]

@@ -21,7 +21,7 @@ from torch import nn
 
 
 def reference_grid(rows: int, cols: int, device=None, dtype=None) -> torch.Tensor:
-    """Uniform reference points at cell centres, normalised to [-1, 1]: (rows, cols, 2) as (x, y)."""
+    """Uniform reference points at cell centres in [-1, 1]: (rows, cols, 2) as (x, y)."""
     ys = (torch.arange(rows, device=device, dtype=dtype) + 0.5) * (2.0 / rows) - 1.0
     xs = (torch.arange(cols, device=device, dtype=dtype) + 0.5) * (2.0 / cols) - 1.0
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
@@ -49,7 +49,7 @@ class DeformableSampler(nn.Module):
         nn.init.zeros_(self.offset_net[-1].bias)
 
     def sample_points(self, query_map: torch.Tensor) -> torch.Tensor:
-        """Sampling positions (B, Gh, Gw, 2) in [-1, 1] (x, y) from query features (B, C, h, w)."""
+        """Predict sampling positions (B, Gh, Gw, 2) in [-1, 1] from queries (B, C, h, w)."""
         rows, cols = self.sample_grid
         batch = query_map.shape[0]
         offsets = torch.tanh(self.offset_net(query_map)) * self.offset_range  # (B, 2, h, w) cells
@@ -130,7 +130,7 @@ def local_attention_weights(query: torch.Tensor, key_map: torch.Tensor, heads: i
 
 def apply_local_weights(weights: torch.Tensor, value_map: torch.Tensor,
                         radius: int) -> torch.Tensor:
-    """Local weights (Bw, H, N, W) applied to the previous frame's values (B, C, h, w) -> (B, N, C)."""
+    """Apply local weights (Bw, H, N, W) to the last frame's values (B, C, h, w) -> (B, N, C)."""
     batch, channels = value_map.shape[:2]
     heads, length = weights.shape[1], weights.shape[2]
     values = local_window(value_map, radius).reshape(batch, heads, channels // heads, -1, length)

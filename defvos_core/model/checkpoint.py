@@ -77,5 +77,5 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
 
 
 def weights_meta(path: str | Path | None = None) -> dict[str, Any]:
-    """The metadata recorded with a weights file (e.g. how it was trained)."""
+    """Return the metadata recorded with a weights file (e.g. how it was trained)."""
     return dict(read_weights(resolve_weights(path)).get("meta", {}))

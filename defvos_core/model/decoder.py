@@ -28,8 +28,11 @@ class FPNDecoder(nn.Module):
 
     def forward(self, visual: torch.Tensor, identity: torch.Tensor, tokens: torch.Tensor,
                 skip8: torch.Tensor, skip4: torch.Tensor) -> torch.Tensor:
-        """visual/tokens (B, C, h, w), identity (Bi, C, h, w), skip8 (B, C8, 2h, 2w),
-        skip4 (B, C4, 4h, 4w) -> logits (Bi, S+1, 4h, 4w)."""
+        """Decode logits (Bi, S+1, 4h, 4w).
+
+        visual/tokens (B, C, h, w), identity (Bi, C, h, w), skip8 (B, C8, 2h, 2w),
+        skip4 (B, C4, 4h, 4w).
+        """
         batch = identity.shape[0]
         visual = visual.expand(batch, -1, -1, -1)
         tokens = tokens.expand(batch, -1, -1, -1)

@@ -87,9 +87,9 @@ class GatedPropagationLayer(nn.Module):
         self.ffn_identity = FeedForward(dim, ffn_expand)
 
     def forward(self, x_vis: torch.Tensor, x_id: torch.Tensor, grid: tuple[int, int],
-                memory: MemoryTensors, layer: int) -> tuple[torch.Tensor, torch.Tensor,
-                                                             torch.Tensor]:
-        """Returns updated (x_vis (B,N,C), x_id (Bi,N,C), long-term weights (B,H,N,T*G))."""
+                memory: MemoryTensors,
+                layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return updated (x_vis (B,N,C), x_id (Bi,N,C), long-term weights (B,H,N,T*G))."""
         height, width = grid
         batch, length, channels = x_vis.shape
         normed = self.norm_visual(x_vis)

@@ -87,7 +87,7 @@ class VOSModel(nn.Module):
         return SegmentOutput(logits, propagated.attention_maps)
 
     def parameter_count(self) -> int:
-        """Number of parameters."""
+        """Count the parameters."""
         return sum(p.numel() for p in self.parameters())
 
 
