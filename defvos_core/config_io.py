@@ -70,7 +70,7 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A plain dict (tuples as lists) of a dataclass config, ready for YAML/JSON."""
+    """Return a plain dict (tuples as lists) of a dataclass config, ready for YAML/JSON."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, tuple):

@@ -130,8 +130,8 @@ def score_sequences(tracker, sequences: list[VideoSequence], max_frames: int = 0
     """
     results = {}
     for sequence in sequences:
-        if not sequence.has_mask(0) or not np.any(
-                (sequence.load_label_map(0) > 0) & (sequence.load_label_map(0) != 255)):
+        first = sequence.load_label_map(0) if sequence.has_mask(0) else None
+        if first is None or not np.any((first > 0) & (first != 255)):
             if log is not None:
                 log(f"skipping {sequence.name}: its first frame has no annotated object")
             continue

@@ -305,7 +305,7 @@ def _write_sequence(folder: Path, frames: list[np.ndarray]) -> None:
 
 @pytest.fixture
 def tiny_davis(tmp_path: Path) -> tuple[Path, Path]:
-    """Build gt and pred roots with sequences 'exact' (J = F = 1) and 'shifted' (J 340/460, F 0.5)."""
+    """Build roots with sequences 'exact' (J = F = 1) and 'shifted' (J 340/460, F 0.5)."""
     gt_frame = square((60, 60), 10, 10, 20).astype(np.uint8)
     shifted = square((60, 60), 10, 13, 20).astype(np.uint8)
     _write_sequence(tmp_path / "gt" / "exact", [gt_frame] * 4)

@@ -286,7 +286,7 @@ class EpochSampler(Sampler):
 def make_loader(dataset: VideoClipDataset, batch_size: int, num_workers: int, shuffle: bool,
                 distributed: bool = False, drop_last: bool = True, seed: int = 0
                 ) -> DataLoader:
-    """Build a DataLoader over `dataset` with an `EpochSampler` (call `loader.sampler.set_epoch(e)`).
+    """Build a loader over `dataset` with an `EpochSampler` (call `loader.sampler.set_epoch(e)`).
 
     Distributed: indices come from a DistributedSampler (this rank's share). Workers are
     persistent; memory is pinned when CUDA is available. (No cv2.setNumThreads in the

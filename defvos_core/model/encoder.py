@@ -209,7 +209,7 @@ class EfficientNetLiteEncoder(nn.Module):
         return features
 
     def classify(self, image: Tensor) -> Tensor:
-        """Compute ImageNet logits (B, 1000) of a normalised image (B, 3, H, W); runs every block."""
+        """Compute ImageNet logits (B, 1000) of a normalised (B, 3, H, W); runs every block."""
         x = self.activation(self._bn0(self._conv_stem(image)))
         for block in self._blocks:
             x = block(x)

@@ -126,7 +126,8 @@ class OnnxBackend:
         providers: None for TensorRT, CUDA, CPU (those available, in that order), or names /
         aliases ('tensorrt', 'cuda', 'cpu') that must all start. onnx_dir: a folder written by
         `python -m defvos_core.export` (checked against the weights); None exports on first
-        use into `cache_dir`. fp16: half-precision graphs (default: `config.fp16`).
+        use into `cache_dir`. fp16: half-precision graphs (default: `config.fp16`; with
+        onnx_dir, the folder's precision, and an explicit value must match it).
         trt_fp16 / trt_engine_cache: TensorRT options (a path, or True for a folder beside the
         graphs).
         """
@@ -136,10 +137,11 @@ class OnnxBackend:
         if str(config.device) != "cpu":
             LOGGER.info("onnxruntime backend: device %r is ignored, the providers %s decide "
                         "where the graphs run", config.device, providers or "(default)")
+        if fp16 is None and onnx_dir is None:
+            fp16 = config.fp16  # with onnx_dir, the folder's precision applies
         return cls(path, model_config, short_side=config.size,
                    max_memory_frames=config.max_seed_frames + config.max_memory_frames,
-                   providers=providers, onnx_dir=onnx_dir,
-                   fp16=config.fp16 if fp16 is None else fp16, trt_fp16=trt_fp16,
+                   providers=providers, onnx_dir=onnx_dir, fp16=fp16, trt_fp16=trt_fp16,
                    trt_engine_cache=trt_engine_cache, cache_dir=cache_dir,
                    session_options=session_options)
 

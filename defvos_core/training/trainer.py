@@ -252,7 +252,9 @@ class Trainer:
     def _pseudo_labelled(self, sequences: list[VideoSequence]) -> list[VideoSequence]:
         from defvos_core.training.pseudo_labels import pseudo_label_sequences
 
-        tag = f"{self.config.distill.teacher_weights}|{self.config.data.resolution}"
+        weights = Path(self.config.distill.teacher_weights or DEFAULT_TEACHER_WEIGHTS)
+        stat = weights.stat()
+        tag = f"{weights.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.config.data.resolution}"
         cache = self.run_dir / "pseudo_labels"
         if self.context.is_main:
             tracker = Tracker(TorchBackend(copy.deepcopy(self.teacher), self.device),
@@ -476,7 +478,7 @@ class Trainer:
                              for k, v in window.items()}
                     loss = all_reduce_mean(torch.tensor(means["loss/total"]), self.context)
                     means["loss/total"] = float(loss)
-                    means["lr"] = self.optimizer.param_groups[-1]["lr"]
+                    means["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
                     means["seconds_per_step"] = (time.perf_counter() - step_started) \
                         / window_steps
                     means["skipped_items"] = self.skipped_items
