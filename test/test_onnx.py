@@ -30,8 +30,6 @@ from defvos_core.onnx.providers import (
 )
 from defvos_core.onnx.runtime import OnnxBackend
 
-torch.set_num_threads(2)
-
 SAMPLE = DEFAULT_STUDENT_WEIGHTS.parent / "sample" / "bear"
 NUM_FRAMES = 20
 SECOND_SEED_AT = 10
@@ -39,6 +37,26 @@ CONFIG = TrackerConfig()  # the defaults: short side 240, the clip's own size (2
 
 
 # ------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One compute thread per backend: the CI machines' few cores are shared by many jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def session_options():
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return options
+
+
+def onnx_backend(**options):
+    """The shipped student on onnxruntime, one thread."""
+    return OnnxBackend.from_weights(None, CONFIG, session_options=session_options(), **options)
+
+
 @pytest.fixture(scope="module")
 def clip():
     frames = [read_rgb(path) for path in list_frame_files(SAMPLE / "frames")[:NUM_FRAMES]]
@@ -106,8 +124,7 @@ class ShadowBackend(TorchBackend):
 
 @pytest.fixture(scope="module")
 def torch_run(clip, export_dir):
-    onnx_backend = OnnxBackend.from_weights(None, CONFIG, onnx_dir=export_dir)
-    backend = ShadowBackend(load_model(None), onnx_backend)
+    backend = ShadowBackend(load_model(None), onnx_backend(onnx_dir=export_dir))
     labels = track(Tracker(backend, CONFIG), clip)
     return labels, backend
 
@@ -166,7 +183,8 @@ def test_metadata_records_sizes_model_and_versions(export_dir):
 
 def test_segment_graph_handles_other_memory_lengths_and_bank_counts(export_dir):
     model = load_model(None)
-    session = ort.InferenceSession(str(export_dir / "segment.onnx"), providers=[CPU])
+    session = ort.InferenceSession(str(export_dir / "segment.onnx"), session_options(),
+                                   providers=[CPU])
     generator = torch.Generator().manual_seed(1)
     with torch.inference_mode():
         features = model.encode(torch.randn(1, 3, 240, 432, generator=generator))
@@ -207,7 +225,7 @@ def test_onnx_logits_match_pytorch_on_the_same_inputs(torch_run):
 
 def test_onnx_tracker_labels_agree_with_pytorch(clip, export_dir, torch_run):
     torch_labels, _ = torch_run
-    backend = OnnxBackend.from_weights(None, CONFIG, onnx_dir=export_dir)
+    backend = onnx_backend(onnx_dir=export_dir)
     onnx_labels = track(Tracker(backend, CONFIG), clip)
     assert {int(i) for i in np.unique(onnx_labels[-1])} <= {0, 1, 2}
     assert 2 in onnx_labels[SECOND_SEED_AT]
@@ -217,7 +235,8 @@ def test_onnx_tracker_labels_agree_with_pytorch(clip, export_dir, torch_run):
 def test_tracker_from_weights_selects_the_onnxruntime_backend(clip, tmp_path, defvos_log):
     frames, seed, _ = clip
     caplog = defvos_log
-    tracker = Tracker.from_weights(None, CONFIG, backend="onnxruntime", cache_dir=tmp_path)
+    tracker = Tracker.from_weights(None, CONFIG, backend="onnxruntime", cache_dir=tmp_path,
+                                   session_options=session_options())
     assert tracker.backend.name == "onnxruntime"
     assert tracker.add_objects(frames[0], seed).labels.shape == seed.shape
     assert "exporting" in caplog.text and "runs on CPUExecutionProvider" in caplog.text
@@ -232,7 +251,7 @@ def test_tracker_from_weights_selects_the_onnxruntime_backend(clip, tmp_path, de
 # ------------------------------------------------------------------------ parity (fp16)
 def test_fp16_export_runs_on_cpu_and_mostly_agrees(clip, tmp_path, torch_run):
     torch_labels, _ = torch_run
-    backend = OnnxBackend.from_weights(None, CONFIG, fp16=True, cache_dir=tmp_path)
+    backend = onnx_backend(fp16=True, cache_dir=tmp_path)
     labels = track(Tracker(backend, CONFIG), clip)
     (folder,) = (tmp_path / "onnx").iterdir()
     assert read_metadata(folder)["precision"] == "fp16"
@@ -244,7 +263,7 @@ def test_fp16_export_runs_on_cpu_and_mostly_agrees(clip, tmp_path, torch_run):
 # ------------------------------------------------------------------ export folder checks
 def test_onnx_dir_of_another_size_weights_or_short_side_is_refused(clip, export_dir, tmp_path):
     frames, seed, _ = clip
-    backend = OnnxBackend.from_weights(None, CONFIG, onnx_dir=export_dir)
+    backend = onnx_backend(onnx_dir=export_dir)
     tracker = Tracker(backend, CONFIG)
     small = np.ascontiguousarray(frames[0][:, :300])  # short side 240, padded 240x304
     with pytest.raises(ValueError, match="padded size 240x432.*240x304"):
