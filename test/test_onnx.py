@@ -53,7 +53,7 @@ def session_options():
 
 
 def onnx_backend(**options):
-    """The shipped student on onnxruntime, one thread."""
+    """Return the shipped student on onnxruntime, one thread."""
     return OnnxBackend.from_weights(None, CONFIG, session_options=session_options(), **options)
 
 
@@ -131,7 +131,7 @@ def torch_run(clip, export_dir):
 
 @pytest.fixture
 def defvos_log(caplog):
-    """caplog for the "defvos" logger, also where ROS' launch plugin stops loggers propagating."""
+    """Capture the "defvos" logger, also where ROS' launch plugin stops loggers propagating."""
     logger = logging.getLogger("defvos")
     level = logger.level
     logger.setLevel(logging.INFO)

@@ -44,13 +44,13 @@ def parse_providers(requested: str | Sequence[str] | None) -> list[str] | None:
 
 
 def available_providers() -> list[str]:
-    """Providers the installed onnxruntime build offers (not proof that they can start)."""
+    """Return the providers the installed onnxruntime offers (not proof that they can start)."""
     return list(ort.get_available_providers())
 
 
 def select_providers(requested: str | Sequence[str] | None = None,
                      available: Sequence[str] | None = None) -> list[str]:
-    """Provider names to try, in order.
+    """Return the provider names to try, in order.
 
     requested None: the default order (TensorRT, CUDA, CPU) filtered by `available`.
     Otherwise every requested provider must be available, or a `ProviderError` names it and
@@ -102,7 +102,7 @@ def create_session(path: str | Path, providers: Sequence[str], strict: bool,
                    trt_fp16: bool = False, trt_engine_cache: str | Path | None = None,
                    trt_profiles: dict[str, str] | None = None,
                    session_options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-    """An InferenceSession on the first providers of `providers` that start.
+    """Create an InferenceSession on the first providers of `providers` that start.
 
     strict (providers requested explicitly): every one must start, else `ProviderError`.
     Not strict (default order): a provider that fails to start is dropped with a warning and

@@ -71,7 +71,7 @@ def _to_numpy(tensor: torch.Tensor):
 
 
 def _comparable(model_config: dict[str, Any]) -> dict[str, Any]:
-    """A model config dict without the fields that do not change the graphs."""
+    """Return a model config dict without the fields that do not change the graphs."""
     plain = json.loads(json.dumps(model_config))
     plain.pop("pretrained_encoder", None)
     return plain
@@ -121,7 +121,7 @@ class OnnxBackend:
                      trt_engine_cache: str | Path | bool | None = None,
                      fp16: bool | None = None, cache_dir: str | Path | None = None,
                      session_options: ort.SessionOptions | None = None) -> "OnnxBackend":
-        """A backend over a weights file (None: the shipped student).
+        """Create a backend over a weights file (None: the shipped student).
 
         providers: None for TensorRT, CUDA, CPU (those available, in that order), or names /
         aliases ('tensorrt', 'cuda', 'cpu') that must all start. onnx_dir: a folder written by
@@ -172,7 +172,7 @@ class OnnxBackend:
         return self._sessions(geometry.padded).metadata
 
     def providers_in_use(self) -> dict[str, list[str]]:
-        """Providers of each loaded session, e.g. {'encoder': ['CPUExecutionProvider']}."""
+        """Return each loaded session's providers, e.g. {'encoder': ['CPUExecutionProvider']}."""
         return {name: getattr(graphs, name).get_providers()
                 for graphs in self._graphs.values()
                 for name in ("encoder", "identity", "segment")}
@@ -206,7 +206,7 @@ class OnnxBackend:
                 f"{self.weights_sha256[:16]}-{padded[0]}x{padded[1]}-{precision}-opset{OPSET}")
 
     def _cached_metadata(self, folder: Path, padded: tuple[int, int]) -> dict[str, Any] | None:
-        """The metadata of a usable cached export, or None (absent, stale or broken)."""
+        """Return the metadata of a usable cached export, or None (absent, stale or broken)."""
         try:
             metadata = read_metadata(folder)
             self._check_metadata(metadata, folder, self.fp16)
@@ -255,7 +255,7 @@ class OnnxBackend:
                              f"{'fp16' if fp16 else 'fp32'} was asked for")
 
     def _trt_profiles(self, metadata: dict[str, Any]) -> dict[str, dict[str, str]]:
-        """TensorRT shape profiles of the dynamic inputs: T in [1, max], banks in [1, max]."""
+        """Return TensorRT shape profiles of the dynamic inputs: T and banks in [1, max]."""
         io = metadata["io"]
         frames, banks = self.max_memory_frames, self.max_banks
         profiles = {}
