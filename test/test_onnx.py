@@ -289,6 +289,7 @@ def test_default_providers_are_tensorrt_cuda_cpu_filtered_by_availability():
     assert select_providers(available=[CPU, CUDA, TENSORRT]) == [TENSORRT, CUDA, CPU]
     assert select_providers("trt, cpu", available=[TENSORRT, CPU]) == [TENSORRT, CPU]
     assert select_providers([CUDA], available=[CUDA, CPU]) == [CUDA]
+    assert select_providers([], available=[CUDA, CPU]) == [CUDA, CPU]  # ROS default: []
 
 
 def test_missing_provider_is_a_clear_error():

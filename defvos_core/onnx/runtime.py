@@ -42,7 +42,13 @@ from defvos_core.onnx.graphs import (
     file_sha256,
     read_metadata,
 )
-from defvos_core.onnx.providers import TENSORRT, create_session, profile_option, select_providers
+from defvos_core.onnx.providers import (
+    TENSORRT,
+    create_session,
+    parse_providers,
+    profile_option,
+    select_providers,
+)
 
 LOGGER = logging.getLogger("defvos")
 
@@ -98,7 +104,7 @@ class OnnxBackend:
         self.max_memory_frames = max(1, int(max_memory_frames))
         self.max_banks = math.ceil(MAX_OBJECT_ID / model_config.max_objects)
         self.providers = select_providers(providers)
-        self.strict_providers = providers is not None
+        self.strict_providers = parse_providers(providers) is not None  # [] / "" = default
         self.trt_fp16 = trt_fp16
         self.trt_engine_cache = trt_engine_cache
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
