@@ -109,6 +109,19 @@ def local_window(maps: torch.Tensor, radius: int) -> torch.Tensor:
     return windows.reshape(batch, channels, size * size, -1)
 
 
+def shifted_views(maps: torch.Tensor, radius: int) -> list[torch.Tensor]:
+    """The (2r+1)^2 zero-padded shifts of maps (B, C, h, w), window positions in row order.
+
+    View k holds, at each position, its neighbour at offset (k // (2r+1) - r, k % (2r+1) - r):
+    the same neighbourhoods as `local_window` without materialising them all at once.
+    """
+    height, width = maps.shape[-2:]
+    size = 2 * radius + 1
+    padded = F.pad(maps, (radius, radius, radius, radius))
+    return [padded[..., dy:dy + height, dx:dx + width]
+            for dy in range(size) for dx in range(size)]
+
+
 def local_attention_weights(query: torch.Tensor, key_map: torch.Tensor, heads: int,
                             radius: int) -> torch.Tensor:
     """Short-term local attention weights (B, H, N, W) with W = (2r+1)^2 window positions.
@@ -119,9 +132,10 @@ def local_attention_weights(query: torch.Tensor, key_map: torch.Tensor, heads: i
     batch, length, channels = query.shape
     height, width = key_map.shape[-2:]
     head_dim = channels // heads
-    keys = local_window(key_map, radius).reshape(batch, heads, head_dim, -1, length)
-    queries = split_heads(query, heads).transpose(-1, -2).unsqueeze(3)  # (B, H, d, 1, N)
-    logits = (queries * keys).sum(dim=2) / math.sqrt(head_dim)  # (B, H, W, N)
+    queries = query.transpose(1, 2).reshape(batch, heads, head_dim, height, width)
+    logits = torch.stack([(queries * keys.reshape(-1, heads, head_dim, height, width)).sum(2)
+                          for keys in shifted_views(key_map, radius)], dim=2)  # (B, H, W, h, w)
+    logits = logits.reshape(batch, heads, -1, length) / math.sqrt(head_dim)
     inside = local_window(torch.ones(1, 1, height, width, device=query.device,
                                      dtype=query.dtype), radius).reshape(1, 1, -1, length)
     logits = logits.masked_fill(inside < 0.5, torch.finfo(logits.dtype).min)
@@ -131,8 +145,13 @@ def local_attention_weights(query: torch.Tensor, key_map: torch.Tensor, heads: i
 def apply_local_weights(weights: torch.Tensor, value_map: torch.Tensor,
                         radius: int) -> torch.Tensor:
     """Apply local weights (Bw, H, N, W) to the last frame's values (B, C, h, w) -> (B, N, C)."""
-    batch, channels = value_map.shape[:2]
+    channels, height, width = value_map.shape[1:]
     heads, length = weights.shape[1], weights.shape[2]
-    values = local_window(value_map, radius).reshape(batch, heads, channels // heads, -1, length)
-    out = (values * weights.transpose(2, 3).unsqueeze(2)).sum(dim=3)  # (B, H, d, N)
+    head_dim = channels // heads
+    per_position = weights.transpose(2, 3).reshape(weights.shape[0], heads, 1, -1, height, width)
+    out = None
+    for index, values in enumerate(shifted_views(value_map, radius)):
+        term = per_position[:, :, :, index] * values.reshape(-1, heads, head_dim, height, width)
+        out = term if out is None else out + term
+    batch = out.shape[0]
     return out.reshape(batch, channels, length).transpose(1, 2)
