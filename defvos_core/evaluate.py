@@ -47,7 +47,7 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser: input selection, then output options."""
+    """Build the argument parser: input selection, then output options."""
     parser = argparse.ArgumentParser(prog=PROG, description="Score DAVIS-layout predictions "
                                      "with the official J&F (semi-supervised protocol).")
     inputs = parser.add_argument_group("inputs")
@@ -151,7 +151,7 @@ def score_sequences(tracker, sequences: list[VideoSequence], max_frames: int = 0
 
 
 def run_model(args: argparse.Namespace) -> dict:
-    """The --weights mode: track the split's sequences and return the summary."""
+    """Run the --weights mode: track the split's sequences and return the summary."""
     from defvos_core.config import TrackerConfig
     from defvos_core.data.splits import default_davis_root, read_named_sequences, resolve_split
     from defvos_core.inference.tracker import Tracker

@@ -57,7 +57,7 @@ def tiny_config(tmp_path: Path, *overrides: str, stage: str = "teacher"):
 
 @pytest.fixture(scope="module")
 def teacher_weights(tmp_path_factory) -> Path:
-    """A tiny random 'teacher' weights file (distillation only needs its outputs)."""
+    """Write a tiny random 'teacher' weights file (distillation only needs its outputs)."""
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
     save_weights(VOSModel(tiny_model_config()), path, meta={"trained": False})

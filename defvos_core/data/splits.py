@@ -20,7 +20,7 @@ DEFAULT_DAVIS_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "da
 
 
 def default_davis_root() -> Path:
-    """The default data folder; a repo-local `.device_data/` copy wins when it exists."""
+    """Return the default data folder; a repo-local `.device_data/` copy wins when it exists."""
     local = Path(__file__).resolve().parents[2] / ".device_data" / "davis2016-train-240p"
     return local if local.is_dir() and not DEFAULT_DAVIS_ROOT.is_dir() else DEFAULT_DAVIS_ROOT
 

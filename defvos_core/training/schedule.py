@@ -35,7 +35,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str = "p
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig,
                     total_steps: int) -> LambdaLR:
-    """A LambdaLR stepping once per optimizer step (its state_dict goes in checkpoints)."""
+    """Build a LambdaLR stepping once per optimizer step (its state_dict goes in checkpoints)."""
     return LambdaLR(optimizer, lambda step: lr_factor(
         step, total_steps, config.warmup_steps, config.schedule, config.poly_power,
         config.min_lr_ratio))

@@ -65,7 +65,7 @@ def data_root(config: TrainConfig) -> Path:
 
 
 def parameter_groups(model: VOSModel, config: TrainConfig) -> list[dict[str, Any]]:
-    """AdamW groups: encoder at lr * encoder_lr_scale; no weight decay on biases/norms."""
+    """Split parameters into AdamW groups: encoder lr scaled; no weight decay on biases/norms."""
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
@@ -80,7 +80,7 @@ def parameter_groups(model: VOSModel, config: TrainConfig) -> list[dict[str, Any
 
 
 def _summary_writer(run_dir: Path):
-    """A TensorBoard SummaryWriter, or None (with a warning) when tensorboard is missing."""
+    """Return a TensorBoard SummaryWriter, or None (with a warning) when tensorboard is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
@@ -413,7 +413,7 @@ class Trainer:
             handle.write(json.dumps({"step": self.step, **scalars}) + "\n")
 
     def _out_of_time(self, started: float) -> bool:
-        """True once `time_limit_minutes` have passed (rank 0 decides for every rank)."""
+        """Return True once `time_limit_minutes` have passed (rank 0 decides for every rank)."""
         limit = self.config.time_limit_minutes
         if limit <= 0:
             return False
