@@ -19,9 +19,11 @@ Configuration, independent of setup.cfg:
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,22 +40,30 @@ def _relative(path: str) -> str:
     return os.path.relpath(os.path.abspath(path), REPO)
 
 
+# ament_flake8's API, run in a child process: flake8 forks worker processes, and forking
+# this pytest process while other tests' threads (rclpy executors, DDS) are alive can
+# deadlock the children. The child prints the error list as JSON after a marker line.
+_FLAKE8_CHILD = """
+import json, sys
+from ament_flake8.main import main_with_errors
+_, errors = main_with_errors(sys.argv[1:])
+print('@@errors@@' + json.dumps(errors))
+"""
+
+
 @pytest.fixture(scope='module')
 def flake8_errors(tmp_path_factory):
     """Return {file: [error lines]} of one ament_flake8 run over the linted folders."""
-    from ament_flake8.main import main_with_errors
-
-    cwd = os.getcwd()
-    # ament_flake8 walks the working directory for AMENT_IGNORE markers: give it an empty one
-    os.chdir(tmp_path_factory.mktemp('flake8'))
-    try:
-        # (its report goes to stdout, captured by pytest; flake8 writes to sys.stdout.buffer)
-        _, errors = main_with_errors(['--linelength', str(MAX_LINE_LENGTH)]
-                                     + [str(REPO / folder) for folder in LINTED])
-    finally:
-        os.chdir(cwd)
+    pytest.importorskip('ament_flake8', reason='ament_flake8 is not installed')
+    # run in an empty folder: ament_flake8 walks the working directory for AMENT_IGNORE
+    run = subprocess.run([sys.executable, '-c', _FLAKE8_CHILD, '--linelength',
+                          str(MAX_LINE_LENGTH)] + [str(REPO / folder) for folder in LINTED],
+                         cwd=tmp_path_factory.mktemp('flake8'), capture_output=True, text=True,
+                         timeout=600)
+    marker = run.stdout.rfind('@@errors@@')
+    assert marker >= 0, f'ament_flake8 did not finish:\n{run.stdout[-2000:]}{run.stderr}'
     by_file = defaultdict(list)
-    for error in errors:
+    for error in json.loads(run.stdout[marker + len('@@errors@@'):]):
         by_file[_relative(error.split(':', 1)[0])].append(error)
     return by_file
 
