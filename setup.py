@@ -45,7 +45,7 @@ setup(
         "gpu": ["onnx>=1.15", "onnxruntime-gpu>=1.17"],
         "train": ["tensorboard>=2.14"],
         "bag": ["rosbags>=0.9.20"],
-        "test": ["pytest>=7,<9", "flake8>=6", "pep257>=0.7"],
+        "test": ["pytest>=7,<9", "flake8>=6", "pydocstyle>=6"],
     },
     zip_safe=True,
     maintainer="defvos maintainers",

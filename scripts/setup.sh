@@ -33,5 +33,11 @@ else
   echo "note: $WHEELS not found: launch/launch_testing not installed (launch tests will skip)"
   $PIP install $ROS_PKGS
 fi
+# xmllint for the package.xml lint test (Debian's libxml2-utils), where apt is usable.
+if ! command -v xmllint >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get install -y -qq libxml2-utils >/dev/null 2>&1 ||
+   { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libxml2-utils >/dev/null 2>&1; }) ||
+    echo "note: libxml2-utils not installed: the xmllint test will skip"
+fi
 stamp_of > "$VENV/.defvos-setup"
 echo "defvos set-up done in $VENV"

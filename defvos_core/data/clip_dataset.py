@@ -143,7 +143,7 @@ class VideoClipDataset(Dataset):
 
     @property
     def cache(self) -> DecodedFrameCache | None:
-        """Return this process's decoded-frame cache (each worker holds its own copy)."""
+        """Get the decoded-frame cache of this process (each worker holds its own copy)."""
         return self._cache
 
     def __len__(self) -> int:

@@ -110,7 +110,7 @@ def local_window(maps: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def shifted_views(maps: torch.Tensor, radius: int) -> list[torch.Tensor]:
-    """The (2r+1)^2 zero-padded shifts of maps (B, C, h, w), window positions in row order.
+    """Return the (2r+1)^2 zero-padded shifts of maps (B, C, h, w), window positions in row order.
 
     View k holds, at each position, its neighbour at offset (k // (2r+1) - r, k % (2r+1) - r):
     the same neighbourhoods as `local_window` without materialising them all at once.

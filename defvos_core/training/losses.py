@@ -71,7 +71,7 @@ def valid_channel_mask(valid_slots: ValidSlots, batch: int, channels: int,
 
 
 def _zero_like_graph(reference: Tensor) -> Tensor:
-    """A scalar zero that keeps ``reference`` in the autograd graph."""
+    """Return a scalar zero that keeps ``reference`` in the autograd graph."""
     return reference.sum() * 0.0
 
 
