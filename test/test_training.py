@@ -251,6 +251,18 @@ def test_self_supervised_student_never_sees_later_ground_truth(tmp_path, teacher
 
 
 @needs_data
+def test_bf16_autocast_on_cpu_trains(tmp_path):
+    from defvos_core.training.trainer import Trainer
+
+    trainer = Trainer(tiny_config(tmp_path, "amp=bf16", "ema_decay=0.5"))
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+    terms = trainer.train_step(next(iter(trainer.loader)))
+    assert np.isfinite(terms["total"]) and trainer.ema.updates == 1
+    with pytest.raises(ValueError, match="needs CUDA"):
+        Trainer(tiny_config(tmp_path, "amp=fp16", "device=cpu"))
+
+
+@needs_data
 def test_clips_without_objects_are_skipped_and_counted(tmp_path):
     from defvos_core.training.trainer import Trainer
 
