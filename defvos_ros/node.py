@@ -16,7 +16,7 @@ to ``seed_wait_sec`` for its frame; any other seed without a frame is rejected.
 Names (all remappable): subscribes ``image`` (or ``<image>/compressed``) and ``seed_mask``;
 publishes ``defvos/masks`` and ``defvos/objects`` (relative: ``/defvos/...`` in the root
 namespace, ``/<ns>/defvos/...`` under a namespace) and ``~/overlay``; ``~/reset`` service
-and ``~/remove_object`` topic. See README_ROS.md.
+and ``~/remove_object`` topic. See README.md, "ROS 2 node".
 """
 
 from __future__ import annotations
