@@ -150,3 +150,13 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="frame size changed"):
         tracker.step(random_frame(40, 64))
     assert tracker.step(frame).object_ids == [1]  # still usable after the rejected frame
+
+
+@pytest.mark.parametrize("channels", [1, 2, 16])
+def test_channel_argmax_equals_torch_argmax_including_ties(channels):
+    from defvos_core.inference.tracker import channel_argmax
+
+    scores = torch.rand(channels, 30, 40)
+    scores[:, :5, :5] = 0.25  # ties take the first channel, as argmax does
+    scores[-1, 10:20, 10:20] = 2.0
+    assert torch.equal(channel_argmax(scores), scores.argmax(dim=0))

@@ -216,7 +216,7 @@ class Tracker:
     def _result(self, probabilities: torch.Tensor,
                 return_probabilities: bool = False) -> TrackResult:
         full = probabilities_to_input(probabilities, self.geometry)  # (K+1, H, W)
-        best = full.argmax(dim=0)
+        best = channel_argmax(full)
         ids = self.object_ids
         lookup = torch.tensor([0] + ids, device=best.device, dtype=torch.uint8)
         labels = lookup[best]
@@ -228,6 +228,21 @@ class Tracker:
             confidence[object_id] = float(full[row][selected].mean()) if pixels else 0.0
         probs = full[1:].cpu().numpy().astype(np.float32) if return_probabilities else None
         return TrackResult(labels.cpu().numpy(), ids, confidence, area, self.frame_index, probs)
+
+
+def channel_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """Index of the largest channel of (K, H, W) scores per pixel (first on ties), (H, W) long.
+
+    Same result as `scores.argmax(dim=0)`, which is a slow strided reduction on CPU (17 ms at
+    240x427 here); K elementwise passes take well under a millisecond each.
+    """
+    best_value = scores[0]
+    best = torch.zeros(scores.shape[1:], dtype=torch.long, device=scores.device)
+    for channel in range(1, scores.shape[0]):
+        better = scores[channel] > best_value
+        best_value = torch.where(better, scores[channel], best_value)
+        best = torch.where(better, channel, best)
+    return best
 
 
 def _erase_slots(mask: torch.Tensor, slots: list[tuple[int, int]]) -> torch.Tensor:
