@@ -100,7 +100,7 @@ class MemoryManager:
         Used when an object is removed or replaced (its slot moves to background) and when
         a new identity bank opens (every stored frame gains an all-background bank).
         """
-        stored = {id(f): f for f in self.frames() + ([self.short] if self.short else [])}
+        stored = self._stored_frames()
         for frame in stored.values():
             frame.mask = edit(frame.mask)
             frame.identity = encode_identity(frame.mask)
@@ -115,6 +115,10 @@ class MemoryManager:
             self.seeds = deque(kept, maxlen=self.seeds.maxlen)
             self._long_cache = None
 
+    def _stored_frames(self) -> dict[int, MemoryFrame]:
+        """Every held frame once (the short-term frame may also be a long-term one)."""
+        return {id(f): f for f in self.frames() + ([self.short] if self.short else [])}
+
     def num_long_term_frames(self) -> int:
         return len(self.seeds) + len(self.fifo)
 
@@ -124,7 +128,7 @@ class MemoryManager:
         Stored frames (shared ones once) plus the stacked long-term tensors the model reads,
         counted whether or not they are built right now.
         """
-        stored = {id(f): f for f in self.frames() + ([self.short] if self.short else [])}
+        stored = self._stored_frames()
         total = sum(f.nbytes() for f in stored.values())
         total += sum(t.numel() * t.element_size()
                      for f in self.frames() for t in (f.key, f.value, f.identity))

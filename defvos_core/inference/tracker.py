@@ -135,16 +135,13 @@ class Tracker:
                    for object_id in seed_ids}  # each (h4, w4)
         ids = self.object_ids
         shape = next(iter(seed_s4.values())).shape
+        covered = sum(seed_s4.values())  # seed pixels take the seed objects' labels
         probabilities = torch.zeros(len(ids) + 1, *shape, device=self.backend.device)
         for row, object_id in enumerate(ids, start=1):
             if object_id in seed_s4:
                 probabilities[row] = seed_s4[object_id]
             elif predicted is not None:
-                probabilities[row] = predicted[1 + previous_ids.index(object_id)]
-        covered = sum(seed_s4.values())
-        for row, object_id in enumerate(ids, start=1):
-            if object_id not in seed_ids:
-                probabilities[row] *= 1 - covered
+                probabilities[row] = predicted[1 + previous_ids.index(object_id)] * (1 - covered)
         probabilities[0] = (1 - probabilities[1:].sum(0)).clamp(min=0)
         entry = self._memory_frame(features, probabilities)
         entry.object_ids = set(seed_ids)
