@@ -5,14 +5,21 @@
 #   scripts/prepare_device_data.sh              # here, once: data + fp16 backbones
 #   OUT=/some/dir scripts/gpu_train.sh          # there (OUT defaults to out/gpu_train)
 #   SMOKE=1 OUT=/tmp/x scripts/gpu_train.sh     # the same path on CPU with tiny settings
+#   QUICK=1 OUT=/tmp/x scripts/gpu_train.sh     # the real configs for 20 steps per stage
+#                                               # (first device call: check + step timings)
 #
 # Env: OUT, DATA (default .device_data/davis2016-train-240p, else ../shared/data/...),
 # NPROC (GPUs for torchrun; default all visible), PYTHON (default python3), SMOKE, and
 # RUNS (run folders with checkpoints and TensorBoard logs; default runs/gpu_train, kept out
-# of $OUT because a device call returns at most 8 files of <= 16 MB), and EXTRA_TEACHER /
-# EXTRA_STUDENT (more --set options). $OUT gets 7 files: teacher.pt, student.pt (weights-only
-# fp16), teacher_eval.json, student_eval.json, teacher_metrics.jsonl,
-# student_metrics.jsonl and train.log. Re-running resumes from the checkpoints in $RUNS.
+# of $OUT because a device call returns at most 8 files of <= 16 MB), TEACHER_STEPS /
+# STUDENT_STEPS / TEACHER_MINUTES / STUDENT_MINUTES (override the configs' steps and time
+# limits, e.g. sized from a QUICK run's seconds_per_step so the lr schedule completes),
+# EXTRA_TEACHER / EXTRA_STUDENT (more --set options) and BENCH=1 (then the GPU speed
+# benchmark of the new student, fp16 and fp32, goes to $OUT/bench.txt; BENCH_ARGS
+# replaces its sizes/objects/frames). $OUT gets 7 files (8 with
+# BENCH): teacher.pt, student.pt (weights-only fp16), teacher_eval.json,
+# student_eval.json, teacher_metrics.jsonl, student_metrics.jsonl and train.log.
+# Re-running resumes from the checkpoints in $RUNS.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
@@ -38,8 +45,13 @@ if [ "${SMOKE:-0}" = "1" ]; then
 else
     TEACHER_CONFIG=config/training/teacher.yaml
     STUDENT_CONFIG=config/training/student.yaml
-    COMMON=()
+    # Held-out J&F comes from defvos_core.evaluate below: no second pass inside training.
+    COMMON=(--set validation.enabled=false)
     EVAL=(--device cuda)
+    if [ "${QUICK:-0}" = "1" ]; then
+        COMMON+=(--set steps=20 --set log_every=10 --set checkpoint_every=1000)
+        EVAL+=(--max-frames 10 --sequences bear)
+    fi
     NPROC="${NPROC:-$("$PYTHON" -c 'import torch; print(max(1, torch.cuda.device_count()))')}"
     if [ "$NPROC" -gt 1 ]; then
         LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC"
@@ -49,13 +61,19 @@ else
     fi
 fi
 
+TEACHER_SET=() STUDENT_SET=()
+[ -n "${TEACHER_STEPS:-}" ] && TEACHER_SET+=(--set "steps=$TEACHER_STEPS")
+[ -n "${TEACHER_MINUTES:-}" ] && TEACHER_SET+=(--set "time_limit_minutes=$TEACHER_MINUTES")
+[ -n "${STUDENT_STEPS:-}" ] && STUDENT_SET+=(--set "steps=$STUDENT_STEPS")
+[ -n "${STUDENT_MINUTES:-}" ] && STUDENT_SET+=(--set "time_limit_minutes=$STUDENT_MINUTES")
+
 echo "== teacher ($TEACHER_CONFIG, data $DATA) $(date +%T)" | tee -a "$OUT/train.log"
-"${LAUNCH[@]}" --config "$TEACHER_CONFIG" --resume "${COMMON[@]}" \
+"${LAUNCH[@]}" --config "$TEACHER_CONFIG" --resume "${COMMON[@]}" ${TEACHER_SET[@]+"${TEACHER_SET[@]}"} \
     --set "data.root=$DATA" --set "run_dir=$RUNS/teacher" \
     --set "export.weights=$OUT/teacher.pt" ${EXTRA_TEACHER:-} 2>&1 | tee -a "$OUT/train.log"
 
 echo "== student ($STUDENT_CONFIG) $(date +%T)" | tee -a "$OUT/train.log"
-"${LAUNCH[@]}" --config "$STUDENT_CONFIG" --resume "${COMMON[@]}" \
+"${LAUNCH[@]}" --config "$STUDENT_CONFIG" --resume "${COMMON[@]}" ${STUDENT_SET[@]+"${STUDENT_SET[@]}"} \
     --set "data.root=$DATA" --set "run_dir=$RUNS/student" \
     --set "distill.teacher_weights=$OUT/teacher.pt" \
     --set "export.weights=$OUT/student.pt" ${EXTRA_STUDENT:-} 2>&1 | tee -a "$OUT/train.log"
@@ -67,4 +85,13 @@ for model in teacher student; do
 done
 cp "$RUNS/teacher/metrics.jsonl" "$OUT/teacher_metrics.jsonl"
 cp "$RUNS/student/metrics.jsonl" "$OUT/student_metrics.jsonl"
+if [ "${BENCH:-0}" = "1" ]; then
+    echo "== bench $(date +%T)" | tee -a "$OUT/train.log"
+    { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
+      for precision in --fp16 ""; do
+          "$PYTHON" -m defvos_core.bench --weights "$OUT/student.pt" --device cuda $precision \
+              ${BENCH_ARGS:---sizes 240,480 --objects 1,5,10 --frames 100 --long 200} \
+              || echo "bench $precision failed"
+      done; } 2>&1 | tee "$OUT/bench.txt"
+fi
 echo "== done $(date +%T)" | tee -a "$OUT/train.log"

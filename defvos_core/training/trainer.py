@@ -123,6 +123,8 @@ class Trainer:
         self.device = self.context.device
         if config.threads > 0:
             torch.set_num_threads(config.threads)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels
         self.run_dir = Path(config.run_dir)
         self.step = 0
         self.epoch = 0
@@ -476,7 +478,8 @@ class Trainer:
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     means = {f"loss/{k}" if k != "grad_norm" else k: v / window_steps
                              for k, v in window.items()}
-                    loss = all_reduce_mean(torch.tensor(means["loss/total"]), self.context)
+                    loss = all_reduce_mean(torch.tensor(means["loss/total"], device=self.device),
+                                           self.context)
                     means["loss/total"] = float(loss)
                     means["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
                     means["seconds_per_step"] = (time.perf_counter() - step_started) \
