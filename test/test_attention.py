@@ -121,14 +121,15 @@ def test_gradients_reach_the_offset_network():
     assert torch.allclose(weights.sum(-1), torch.ones(2, 2, 48), atol=1e-5)
 
 
-def test_local_attention_matches_a_brute_force_window():
+@pytest.mark.parametrize("windowed", [False, True])
+def test_local_attention_matches_a_brute_force_window(windowed):
     torch.manual_seed(4)
     batch, channels, height, width, radius, heads = 1, 4, 5, 6, 1, 2
     query = torch.randn(batch, height * width, channels)
     key_map = torch.randn(batch, channels, height, width)
     value_map = torch.randn(batch, channels, height, width)
-    weights = local_attention_weights(query, key_map, heads, radius)
-    out = apply_local_weights(weights, value_map, radius)
+    weights = local_attention_weights(query, key_map, heads, radius, windowed)
+    out = apply_local_weights(weights, value_map, radius, windowed)
     head_dim = channels // heads
     for y, x in [(0, 0), (2, 3), (4, 5)]:
         n = y * width + x
@@ -141,6 +142,28 @@ def test_local_attention_matches_a_brute_force_window():
             logits = keys[:, part] @ query[0, n, part] / math.sqrt(head_dim)
             expected = torch.softmax(logits, 0) @ values[:, part]
             assert torch.allclose(out[0, n, part], expected, atol=1e-5)
+
+
+def test_windowed_and_shifted_local_attention_agree_with_gradients():
+    """The GPU path (all windows at once) equals the CPU path, values, banks and gradients."""
+    torch.manual_seed(6)
+    radius, heads, channels, height, width = 2, 2, 8, 5, 7
+    grads = []
+    outputs = []
+    for windowed in (False, True):
+        torch.manual_seed(7)
+        query = torch.randn(1, height * width, channels, requires_grad=True)
+        key_map = torch.randn(1, channels, height, width, requires_grad=True)
+        id_maps = torch.randn(3, channels, height, width, requires_grad=True)  # 3 ID banks
+        weights = local_attention_weights(query, key_map, heads, radius, windowed)
+        out = apply_local_weights(weights, id_maps, radius, windowed)  # (3, N, C)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([query.grad, key_map.grad, id_maps.grad])
+    assert outputs[0].shape == (3, height * width, channels)
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+    for shifted, windowed in zip(*grads):
+        assert torch.allclose(shifted, windowed, atol=1e-4)
 
 
 def test_identity_banks_share_visual_attention():

@@ -138,6 +138,14 @@ def test_lr_schedule_warmup_then_decay():
     assert lr_factor(80, 100, 10, "constant") == 1.0
 
 
+def test_lr_schedule_follows_the_time_budget_when_it_is_further_along():
+    assert lr_factor(20, 1000, 10, "poly", time_fraction=1.0) == 0.0
+    assert lr_factor(20, 1000, 10, "cosine", time_fraction=0.5) == pytest.approx(0.5)
+    assert lr_factor(20, 1000, 10, "poly", time_fraction=0.0) == pytest.approx(
+        lr_factor(20, 1000, 10, "poly"))
+    assert lr_factor(5, 1000, 10, "poly", time_fraction=0.9) == pytest.approx(6 / 11)  # warm-up
+
+
 def test_ema_moves_towards_the_weights():
     model = torch.nn.Linear(2, 2)
     ema = ModelEMA(model, 0.5)
@@ -151,6 +159,19 @@ def test_ema_moves_towards_the_weights():
     other = ModelEMA(torch.nn.Linear(2, 2), 0.9)
     other.load_state_dict(state)
     assert other.updates == 1 and torch.equal(other.model.weight, ema.model.weight)
+
+
+def test_ema_averages_floats_and_copies_integer_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = ModelEMA(model, 0.9)
+    start = ema.model[0].weight.clone()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    ema.update(model)
+    decay = 2 / 11  # the warm-up value min(0.9, (1 + 1) / (10 + 1))
+    assert torch.allclose(ema.model[0].weight, decay * start + (1 - decay) * 1.0)
+    assert int(ema.model[1].num_batches_tracked) == 7
 
 
 def test_configs_load_with_presets_and_overrides():
@@ -293,6 +314,25 @@ def test_full_run_exports_weights_with_meta(tmp_path):
     assert not set(meta["data"]["sequences"]) & set(HOLDOUT_SEQUENCES)
     assert load_model(summary["weights"]).config == config.model
     assert (tmp_path / "run" / "metrics.jsonl").is_file()
+
+
+@needs_data
+def test_time_limited_run_ends_its_lr_decay_and_keeps_its_clock(tmp_path):
+    from defvos_core.training.trainer import Trainer
+
+    config = tiny_config(tmp_path, "steps=1000", "time_limit_minutes=0.001",
+                         "optim.time_schedule=true", "optim.warmup_steps=0")
+    trainer = Trainer(config)
+    summary = trainer.run()  # 0.06 s of budget: stops after a step or two
+    assert summary["step"] < 1000
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.0  # decay finished by time
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert saved["train_seconds"] >= 0.06
+    resumed = Trainer(tiny_config(tmp_path, "steps=1000", "time_limit_minutes=0.001",
+                                  "optim.time_schedule=true", "optim.warmup_steps=0"),
+                      resume=True)
+    assert resumed.elapsed_seconds() == pytest.approx(saved["train_seconds"])
+    assert resumed.run()["step"] == summary["step"] + 1  # budget already spent: one step
 
 
 @needs_data

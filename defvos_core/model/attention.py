@@ -123,18 +123,29 @@ def shifted_views(maps: torch.Tensor, radius: int) -> list[torch.Tensor]:
 
 
 def local_attention_weights(query: torch.Tensor, key_map: torch.Tensor, heads: int,
-                            radius: int) -> torch.Tensor:
+                            radius: int, windowed: bool | None = None) -> torch.Tensor:
     """Short-term local attention weights (B, H, N, W) with W = (2r+1)^2 window positions.
 
     query (B, N, C) from the current frame, key_map (B, C, h, w) from the previous frame.
-    Window positions outside the image are masked out.
+    Window positions outside the image are masked out. `windowed` materialises all
+    neighbourhoods at once (`local_window`: a few large kernels, the fast way on a GPU);
+    otherwise one small product per window position (`shifted_views`: less memory, faster on
+    a CPU). None picks by the device. Both compute the same weights.
     """
     batch, length, channels = query.shape
     height, width = key_map.shape[-2:]
     head_dim = channels // heads
-    queries = query.transpose(1, 2).reshape(batch, heads, head_dim, height, width)
-    logits = torch.stack([(queries * keys.reshape(-1, heads, head_dim, height, width)).sum(2)
-                          for keys in shifted_views(key_map, radius)], dim=2)  # (B, H, W, h, w)
+    if windowed is None:
+        windowed = key_map.is_cuda
+    if windowed:
+        queries = query.transpose(1, 2).reshape(batch, heads, head_dim, 1, length)
+        keys = local_window(key_map, radius).reshape(-1, heads, head_dim, (2 * radius + 1) ** 2,
+                                                     length)
+        logits = (queries * keys).sum(2)  # (B, H, W, N)
+    else:
+        queries = query.transpose(1, 2).reshape(batch, heads, head_dim, height, width)
+        logits = torch.stack([(queries * keys.reshape(-1, heads, head_dim, height, width)).sum(2)
+                              for keys in shifted_views(key_map, radius)], dim=2)  # (B,H,W,h,w)
     logits = logits.reshape(batch, heads, -1, length) / math.sqrt(head_dim)
     inside = local_window(torch.ones(1, 1, height, width, device=query.device,
                                      dtype=query.dtype), radius).reshape(1, 1, -1, length)
@@ -143,15 +154,27 @@ def local_attention_weights(query: torch.Tensor, key_map: torch.Tensor, heads: i
 
 
 def apply_local_weights(weights: torch.Tensor, value_map: torch.Tensor,
-                        radius: int) -> torch.Tensor:
-    """Apply local weights (Bw, H, N, W) to the last frame's values (B, C, h, w) -> (B, N, C)."""
+                        radius: int, windowed: bool | None = None) -> torch.Tensor:
+    """Apply local weights (Bw, H, N, W) to the last frame's values (B, C, h, w) -> (B, N, C).
+
+    `windowed` as in `local_attention_weights`.
+    """
     channels, height, width = value_map.shape[1:]
     heads, length = weights.shape[1], weights.shape[2]
     head_dim = channels // heads
-    per_position = weights.transpose(2, 3).reshape(weights.shape[0], heads, 1, -1, height, width)
-    out = None
-    for index, values in enumerate(shifted_views(value_map, radius)):
-        term = per_position[:, :, :, index] * values.reshape(-1, heads, head_dim, height, width)
-        out = term if out is None else out + term
+    if windowed is None:
+        windowed = value_map.is_cuda
+    if windowed:
+        values = local_window(value_map, radius).reshape(-1, heads, head_dim,
+                                                         (2 * radius + 1) ** 2, length)
+        out = (weights.transpose(2, 3)[:, :, None] * values).sum(3)  # (B, H, C/H, N)
+    else:
+        per_position = weights.transpose(2, 3).reshape(weights.shape[0], heads, 1, -1, height,
+                                                       width)
+        out = None
+        for index, values in enumerate(shifted_views(value_map, radius)):
+            term = per_position[:, :, :, index] * values.reshape(-1, heads, head_dim, height,
+                                                                 width)
+            out = term if out is None else out + term
     batch = out.shape[0]
     return out.reshape(batch, channels, length).transpose(1, 2)

@@ -58,6 +58,9 @@ class OptimConfig:
     warmup_steps: int = 100
     poly_power: float = 0.9
     min_lr_ratio: float = 0.0  # final lr as a fraction of the peak
+    # With time_limit_minutes > 0: the decay also follows the time spent (whichever of steps
+    # and time is further along), so a run stopped by its time limit ends at the final lr.
+    time_schedule: bool = False
 
 
 @dataclass
@@ -131,8 +134,8 @@ class TrainConfig:
     run_dir: str = "runs/default"
     checkpoint_every: int = 100
     log_every: int = 10
-    # Stop early (checkpoint, validate, export) once this much training time has passed in
-    # this process; the lr schedule is not rescaled. 0 = no limit.
+    # Stop early (checkpoint, validate, export) once this much training time has passed,
+    # summed over resumed runs; the lr schedule follows it if optim.time_schedule. 0 = none.
     time_limit_minutes: float = 0.0
 
     def validate(self) -> None:

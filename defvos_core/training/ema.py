@@ -29,12 +29,16 @@ class ModelEMA:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         current = model.state_dict()
+        averaged, sources = [], []
         for name, value in self.model.state_dict().items():
             source = current[name].detach()
             if value.is_floating_point():
-                value.lerp_(source.to(value.dtype), 1.0 - decay)
+                averaged.append(value)
+                sources.append(source.to(value.dtype))
             else:
                 value.copy_(source)
+        if averaged:  # one fused update instead of a kernel per tensor (GPU launch overhead)
+            torch._foreach_lerp_(averaged, sources, 1.0 - decay)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "updates": self.updates, "model": self.model.state_dict()}

@@ -130,6 +130,8 @@ class Trainer:
         self.epoch = 0
         self.skipped_items = 0
         self.last_validation: dict[str, Any] | None = None
+        self.seconds_before = 0.0  # training time of earlier (resumed) runs
+        self.run_started: float | None = None
         _seed_everything(config.seed + 1000 * self.context.rank)
 
         self.amp_dtype = self._amp_dtype()
@@ -142,7 +144,9 @@ class Trainer:
             self.wrapped = DistributedDataParallel(self.unroller, device_ids=device_ids)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config),
                                            betas=tuple(config.optim.betas))
-        self.scheduler = build_scheduler(self.optimizer, config.optim, config.steps)
+        timed = config.optim.time_schedule and config.time_limit_minutes > 0
+        self.scheduler = build_scheduler(self.optimizer, config.optim, config.steps,
+                                         self._time_fraction if timed else None)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.model, config.ema_decay) \
@@ -279,7 +283,8 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
-                "rng": _rng_state(), "validation": self.last_validation}
+                "rng": _rng_state(), "validation": self.last_validation,
+                "train_seconds": self.elapsed_seconds()}
 
     def save_checkpoint(self) -> None:
         if self.context.is_main:
@@ -306,6 +311,7 @@ class Trainer:
         self.step = int(state["step"])
         self.epoch = int(state["epoch"]) + 1  # a fresh epoch: no clip order is replayed
         self.skipped_items = int(state.get("skipped_items", 0))
+        self.seconds_before = float(state.get("train_seconds", 0.0))
         self.last_validation = state.get("validation")
         if self.context.is_main:
             _set_rng_state(state["rng"])
@@ -414,12 +420,21 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps({"step": self.step, **scalars}) + "\n")
 
-    def _out_of_time(self, started: float) -> bool:
+    def elapsed_seconds(self) -> float:
+        """Training time so far, earlier resumed runs included (this rank's clock)."""
+        now = time.perf_counter() - self.run_started if self.run_started is not None else 0.0
+        return self.seconds_before + now
+
+    def _time_fraction(self) -> float:
+        """Part of `time_limit_minutes` spent (drives the lr decay with optim.time_schedule)."""
+        return min(1.0, self.elapsed_seconds() / (60.0 * self.config.time_limit_minutes))
+
+    def _out_of_time(self) -> bool:
         """Return True once `time_limit_minutes` have passed (rank 0 decides for every rank)."""
         limit = self.config.time_limit_minutes
         if limit <= 0:
             return False
-        flag = torch.tensor(float(time.perf_counter() - started > 60.0 * limit))
+        flag = torch.tensor(float(self.elapsed_seconds() > 60.0 * limit))
         if self.context.enabled:
             flag = flag.to(self.device)
             torch.distributed.broadcast(flag, src=0)
@@ -461,7 +476,7 @@ class Trainer:
                             mininterval=5.0, dynamic_ncols=True)
         window: dict[str, float] = {}
         window_steps = 0
-        step_started = run_started = time.perf_counter()
+        step_started = self.run_started = time.perf_counter()
         out_of_time = False
         while self.step < config.steps and not out_of_time:
             self.loader.sampler.set_epoch(self.epoch)
@@ -493,7 +508,7 @@ class Trainer:
                 if config.validation.every and self.step % config.validation.every == 0 \
                         and self.step < config.steps:
                     self.validate()
-                out_of_time = self._out_of_time(run_started)
+                out_of_time = self._out_of_time()
                 if self.step % config.checkpoint_every == 0 or self.step == config.steps \
                         or out_of_time:
                     self.save_checkpoint()
