@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import logging
 import math
@@ -531,4 +532,9 @@ class Trainer:
                 "skipped_items": self.skipped_items}
 
     def close(self) -> None:
+        """Stop the loader's worker processes (timed: a slow stop shows in the log), then DDP."""
+        started = time.perf_counter()
+        self.loader = None  # drops the persistent workers' iterator, which joins them
+        gc.collect()
+        self._log(f"data loader workers stopped in {time.perf_counter() - started:.1f} s")
         cleanup(self.context)
