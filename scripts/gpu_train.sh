@@ -7,6 +7,8 @@
 #   SMOKE=1 OUT=/tmp/x scripts/gpu_train.sh     # the same path on CPU with tiny settings
 #   QUICK=1 OUT=/tmp/x scripts/gpu_train.sh     # the real configs for 20 steps per stage
 #                                               # (first device call: check + step timings)
+#   CONTINUE=1 OUT=/tmp/x scripts/gpu_train.sh  # start both stages from the shipped weights
+#                                               # (prepare_device_data.sh --data-only)
 #
 # Env: OUT, DATA (default .device_data/davis2016-train-240p, else ../shared/data/...),
 # NPROC (GPUs for torchrun; default all visible), PYTHON (default python3), SMOKE, and
@@ -14,6 +16,7 @@
 # of $OUT because a device call returns at most 8 files of <= 16 MB), TEACHER_STEPS /
 # STUDENT_STEPS / TEACHER_MINUTES / STUDENT_MINUTES (override the configs' steps and time
 # limits, e.g. sized from a QUICK run's seconds_per_step so the lr schedule completes),
+# DEVICE (evaluation and bench device; default cuda, cpu with SMOKE),
 # EXTRA_TEACHER / EXTRA_STUDENT (more --set options) and BENCH=1 (then the GPU speed
 # benchmark of the new student, fp16 and fp32, goes to $OUT/bench.txt; BENCH_ARGS
 # replaces its sizes/objects/frames). $OUT gets 7 files (8 with
@@ -47,7 +50,7 @@ else
     STUDENT_CONFIG=config/training/student.yaml
     # Held-out J&F comes from defvos_core.evaluate below: no second pass inside training.
     COMMON=(--set validation.enabled=false)
-    EVAL=(--device cuda)
+    EVAL=(--device "${DEVICE:-cuda}")
     if [ "${QUICK:-0}" = "1" ]; then
         COMMON+=(--set steps=20 --set log_every=10 --set checkpoint_every=1000)
         EVAL+=(--max-frames 10 --sequences bear)
@@ -66,6 +69,13 @@ TEACHER_SET=() STUDENT_SET=()
 [ -n "${TEACHER_MINUTES:-}" ] && TEACHER_SET+=(--set "time_limit_minutes=$TEACHER_MINUTES")
 [ -n "${STUDENT_STEPS:-}" ] && STUDENT_SET+=(--set "steps=$STUDENT_STEPS")
 [ -n "${STUDENT_MINUTES:-}" ] && STUDENT_SET+=(--set "time_limit_minutes=$STUDENT_MINUTES")
+if [ "${CONTINUE:-0}" = "1" ]; then
+    # Train on from the shipped weights (a fresh optimizer, warm-up and schedule): the
+    # ImageNet backbones are not needed, so .device_data can hold the data alone and the
+    # shipped teacher travels in the tree.
+    TEACHER_SET+=(--set init_weights=defvos_core/assets/teacher.pt)
+    STUDENT_SET+=(--set init_weights=defvos_core/assets/student.pt)
+fi
 
 echo "== teacher ($TEACHER_CONFIG, data $DATA) $(date +%T)" | tee -a "$OUT/train.log"
 "${LAUNCH[@]}" --config "$TEACHER_CONFIG" --resume "${COMMON[@]}" ${TEACHER_SET[@]+"${TEACHER_SET[@]}"} \
@@ -89,7 +99,7 @@ if [ "${BENCH:-0}" = "1" ]; then
     echo "== bench $(date +%T)" | tee -a "$OUT/train.log"
     { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
       for precision in --fp16 ""; do
-          "$PYTHON" -m defvos_core.bench --weights "$OUT/student.pt" --device cuda $precision \
+          "$PYTHON" -m defvos_core.bench --weights "$OUT/student.pt" --device "${DEVICE:-cuda}" $precision \
               ${BENCH_ARGS:---sizes 240,480 --objects 1,5,10 --frames 100 --long 200} \
               || echo "bench $precision failed"
       done; } 2>&1 | tee "$OUT/bench.txt"

