@@ -325,7 +325,7 @@ def test_time_limited_run_ends_its_lr_decay_and_keeps_its_clock(tmp_path):
     trainer = Trainer(config)
     summary = trainer.run()  # 0.06 s of budget: stops after a step or two
     assert summary["step"] < 1000
-    assert trainer.optimizer.param_groups[0]["lr"] == 0.0  # decay finished by time
+    assert trainer.scheduler.lr_lambdas[0](trainer.step) == 0.0  # decay finished by time
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert saved["train_seconds"] >= 0.06
     resumed = Trainer(tiny_config(tmp_path, "steps=1000", "time_limit_minutes=0.001",
@@ -333,6 +333,7 @@ def test_time_limited_run_ends_its_lr_decay_and_keeps_its_clock(tmp_path):
                       resume=True)
     assert resumed.elapsed_seconds() == pytest.approx(saved["train_seconds"])
     assert resumed.run()["step"] == summary["step"] + 1  # budget already spent: one step
+    assert resumed.optimizer.param_groups[0]["lr"] == 0.0  # ... taken at the final lr
 
 
 @needs_data

@@ -132,6 +132,7 @@ class Trainer:
         self.skipped_items = 0
         self.last_validation: dict[str, Any] | None = None
         self.seconds_before = 0.0  # training time of earlier (resumed) runs
+        self.synced_seconds = 0.0  # rank 0's training time at the last check (same on all ranks)
         self.run_started: float | None = None
         _seed_everything(config.seed + 1000 * self.context.rank)
 
@@ -313,6 +314,7 @@ class Trainer:
         self.epoch = int(state["epoch"]) + 1  # a fresh epoch: no clip order is replayed
         self.skipped_items = int(state.get("skipped_items", 0))
         self.seconds_before = float(state.get("train_seconds", 0.0))
+        self.synced_seconds = self.seconds_before
         self.last_validation = state.get("validation")
         if self.context.is_main:
             _set_rng_state(state["rng"])
@@ -427,19 +429,24 @@ class Trainer:
         return self.seconds_before + now
 
     def _time_fraction(self) -> float:
-        """Part of `time_limit_minutes` spent (drives the lr decay with optim.time_schedule)."""
-        return min(1.0, self.elapsed_seconds() / (60.0 * self.config.time_limit_minutes))
+        """Part of `time_limit_minutes` spent (drives the lr decay with optim.time_schedule).
+
+        Uses rank 0's clock as of the last `_out_of_time` check, so every rank steps with
+        the same learning rate.
+        """
+        return min(1.0, self.synced_seconds / (60.0 * self.config.time_limit_minutes))
 
     def _out_of_time(self) -> bool:
-        """Return True once `time_limit_minutes` have passed (rank 0 decides for every rank)."""
+        """Return True once `time_limit_minutes` have passed (rank 0's clock for every rank)."""
         limit = self.config.time_limit_minutes
         if limit <= 0:
             return False
-        flag = torch.tensor(float(self.elapsed_seconds() > 60.0 * limit))
+        seconds = torch.tensor(self.elapsed_seconds(), dtype=torch.float64)
         if self.context.enabled:
-            flag = flag.to(self.device)
-            torch.distributed.broadcast(flag, src=0)
-        return bool(flag.item())
+            seconds = seconds.to(self.device)
+            torch.distributed.broadcast(seconds, src=0)
+        self.synced_seconds = float(seconds)
+        return self.synced_seconds > 60.0 * limit
 
     def export(self) -> Path:
         """Write the weights-only fp16 file (EMA weights if enabled) with training metadata."""
