@@ -387,3 +387,30 @@ def test_make_loader_batches_and_epochs(davis):
     assert all(key[0] == 1 for key in loader.sampler)
     for row, reference in enumerate(expected):  # the persistent worker saw epoch 1
         assert torch.equal(epoch1_first["frames"][row], reference["frames"])
+
+
+@needs_davis
+def test_forkserver_workers_give_the_in_process_items(davis):
+    """Workers started by a forkserver get the pickled dataset (empty cache), same items."""
+    config = ClipSamplingConfig(num_frames=2, compose_probability=0.5, **SMALL)
+    dataset = VideoClipDataset(davis[:3], config, samples_per_epoch=4, seed=3)
+    dataset[0]  # fill the parent's cache: it must not travel to the workers
+    loader = make_loader(dataset, batch_size=2, num_workers=1, shuffle=True,
+                         worker_start="forkserver")
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"
+    loader.sampler.set_epoch(0)
+    batch = next(iter(loader))
+    expected = [dataset[key] for key in list(loader.sampler)[:2]]
+    for row, reference in enumerate(expected):
+        assert torch.equal(batch["frames"][row], reference["frames"])
+        assert torch.equal(batch["labels"][row], reference["labels"])
+
+
+def test_worker_start_method_auto_and_unknown(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert clip_dataset.worker_context("auto").get_start_method() == "fork"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert clip_dataset.worker_context("auto").get_start_method() == "forkserver"
+    assert clip_dataset.worker_context("spawn").get_start_method() == "spawn"
+    with pytest.raises(ValueError, match="worker start method"):
+        clip_dataset.worker_context("thread")

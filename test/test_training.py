@@ -194,6 +194,8 @@ def test_configs_load_with_presets_and_overrides():
         load_train_config(folder / "teacher.yaml", ["optim.learning_rate=1"])
     with pytest.raises(ValueError, match="multiples of 16"):
         load_train_config(folder / "teacher.yaml", ["data.clip.crop_size=[100,100]"])
+    with pytest.raises(ValueError, match="data.worker_start"):
+        load_train_config(folder / "teacher.yaml", ["data.worker_start=thread"])
 
 
 @needs_data

@@ -13,6 +13,8 @@ An item is a dict (collated by the default collate into a batch dimension B in f
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -26,6 +28,8 @@ from defvos_core.data.augment import (VOID_LABEL, augment_clip, colour_jitter, c
 from defvos_core.data.masks import read_label_map
 from defvos_core.data.sequences import VideoSequence
 from defvos_core.data.video_io import read_rgb
+
+WORKER_START_METHODS = ("auto", "fork", "forkserver", "spawn")
 
 
 @dataclass
@@ -283,14 +287,30 @@ class EpochSampler(Sampler):
             yield epoch, int(index)
 
 
+def worker_context(method: str) -> multiprocessing.context.BaseContext:
+    """Start method of the loader workers; "auto" = forkserver when CUDA is available.
+
+    A forked worker inherits the parent's CUDA context and threads, which CUDA does not
+    support; a forkserver worker starts from a clean process (it imports the dataset's
+    modules once, a few seconds, and receives the pickled dataset with an empty cache).
+    """
+    if method not in WORKER_START_METHODS:
+        raise ValueError(f"worker start method: expected one of {WORKER_START_METHODS}, "
+                         f"got {method!r}")
+    if method == "auto":
+        method = "forkserver" if torch.cuda.is_available() else "fork"
+    return multiprocessing.get_context(method)
+
+
 def make_loader(dataset: VideoClipDataset, batch_size: int, num_workers: int, shuffle: bool,
-                distributed: bool = False, drop_last: bool = True, seed: int = 0
-                ) -> DataLoader:
+                distributed: bool = False, drop_last: bool = True, seed: int = 0,
+                worker_start: str = "auto") -> DataLoader:
     """Build a loader over `dataset` with an `EpochSampler` (call `loader.sampler.set_epoch(e)`).
 
     Distributed: indices come from a DistributedSampler (this rank's share). Workers are
-    persistent; memory is pinned when CUDA is available. (No cv2.setNumThreads in the
-    workers: in a forked child it deadlocks once the parent has used OpenCV's thread pool.)
+    persistent and start by `worker_context(worker_start)`; memory is pinned when CUDA is
+    available. (No cv2.setNumThreads in the workers: in a forked child it deadlocks once the
+    parent has used OpenCV's thread pool.)
     """
     base = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last) \
         if distributed else None
@@ -298,4 +318,5 @@ def make_loader(dataset: VideoClipDataset, batch_size: int, num_workers: int, sh
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         pin_memory=torch.cuda.is_available(), drop_last=drop_last,
-        persistent_workers=num_workers > 0)
+        persistent_workers=num_workers > 0,
+        multiprocessing_context=worker_context(worker_start) if num_workers > 0 else None)

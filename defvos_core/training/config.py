@@ -17,7 +17,7 @@ import yaml
 
 from defvos_core.config import ModelConfig, student_config, teacher_config
 from defvos_core.config_io import load_config, merge, parse_overrides
-from defvos_core.data.clip_dataset import ClipSamplingConfig
+from defvos_core.data.clip_dataset import WORKER_START_METHODS, ClipSamplingConfig
 from defvos_core.data.splits import HOLDOUT_SEQUENCES
 
 STAGES = ("teacher", "student")
@@ -43,6 +43,9 @@ class DataConfig:
     clip: ClipSamplingConfig = field(default_factory=_default_clip)
     samples_per_epoch: int = 0  # clips per epoch; 0 = 20 per training sequence
     num_workers: int = 1
+    # How loader workers start: "fork", "forkserver", "spawn", or "auto" (forkserver when
+    # CUDA is available: no fork of a process holding a CUDA context; fork on CPU).
+    worker_start: str = "auto"
 
 
 @dataclass
@@ -157,6 +160,9 @@ class TrainConfig:
         if any(side % 16 for side in self.data.clip.crop_size):
             raise ValueError(f"data.clip.crop_size {tuple(self.data.clip.crop_size)}: both "
                              f"sides must be multiples of 16 (the model stride)")
+        if self.data.worker_start not in WORKER_START_METHODS:
+            raise ValueError(f"data.worker_start: expected one of {WORKER_START_METHODS}, "
+                             f"got {self.data.worker_start!r}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be >= 1")
 

@@ -165,7 +165,7 @@ class Trainer:
         self.dataset = VideoClipDataset(self.train_sequences, clip, per_epoch, seed=config.seed)
         self.loader = make_loader(self.dataset, config.batch_size, config.data.num_workers,
                                   shuffle=True, distributed=self.context.enabled,
-                                  seed=config.seed)
+                                  seed=config.seed, worker_start=config.data.worker_start)
         if resume:
             self._load_checkpoint()
         self.writer = None
