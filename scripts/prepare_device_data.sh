@@ -9,7 +9,7 @@
 #   (here, with the venv)
 #   --data-only: no backbones (for CONTINUE=1 runs, which start from the shipped weights):
 #   31 MB, so assets/teacher.pt (14.4 MiB) can stay in the tree within the 64 MiB limit.
-#   --backbones lite0: only the student's backbone (~9 MB; scripts/gpu_ablation.sh trains
+#   --backbones lite0: only the student's backbone (~9 MB; scripts/ablation.sh trains
 #   students from ImageNet while the shipped teacher stays in the tree).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"

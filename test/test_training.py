@@ -482,11 +482,11 @@ def test_gpu_train_script_smoke_mode(tmp_path):
 
 
 @needs_data
-def test_gpu_ablation_script_smoke_mode(tmp_path):
+def test_ablation_script_smoke_mode(tmp_path):
     env = {**CHILD_ENV, "SMOKE": "1", "OUT": str(tmp_path / "out"),
            "VARIANTS": "supervised no_inter", "RUNS": str(tmp_path / "runs"), "DATA": str(DATA),
            "PYTHON": sys.executable}
-    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_ablation.sh")], cwd=REPO,
+    result = subprocess.run(["bash", str(REPO / "scripts" / "ablation.sh")], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     rows = json.loads((tmp_path / "out" / "ablation.json").read_text())

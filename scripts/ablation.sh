@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Distillation ablation on one GPU: students of the same schedule (equal steps, from the
-# ImageNet encoder), one per variant, all distilled from the same frozen teacher (the
-# shipped one by default), run side by side on the GPU, then held-out J&F of each.
+# Distillation ablation: students of the same schedule (equal steps, from the ImageNet
+# encoder), one per variant, all distilled from the same frozen teacher (the shipped one by
+# default), then held-out J&F of each in one table.
 #
 #   scripts/prepare_device_data.sh --backbones lite0  # here: data + the student's backbone
-#   OUT=/some/dir scripts/gpu_ablation.sh              # there (carry .device_data)
-#   SMOKE=1 OUT=/tmp/x scripts/gpu_ablation.sh         # the same path on CPU, tiny settings
+#   OUT=/some/dir scripts/ablation.sh                  # on one GPU (carry .device_data)
+#   CONFIG=config/training/cpu_student.yaml DEVICE=cpu PARALLEL=0 WORKERS=1 MAX_MINUTES=0 \
+#       STEPS=600 scripts/ablation.sh                  # the CPU version
+#   SMOKE=1 OUT=/tmp/x scripts/ablation.sh             # the path on CPU, tiny settings
 #
 # Variants (VARIANTS, space-separated; default all but selfsup):
 #   supervised    the student without a teacher (CE + Jaccard only: --stage teacher)
-#   distilled     att + intra + inter + supervised (config/training/student.yaml)
+#   distilled     att + intra + inter + supervised (CONFIG as it is)
 #   no_attention / no_intra / no_inter   distilled with that term's weight at 0
 #   selfsup       teacher-only targets after the first frame (distill.self_supervised)
-# Env: OUT, STEPS (per variant, default 300), MAX_MINUTES (a safety limit per variant,
-# default 6; a variant stopped by it is marked in the table), TEACHER (default
+# Env: OUT, CONFIG (the student config, default config/training/student.yaml), STEPS (per
+# variant, default 300), MAX_MINUTES (a safety limit per variant, default 6, 0 = none; a
+# variant stopped by it is marked in the table), TEACHER (default
 # defvos_core/assets/teacher.pt), WORKERS (loader workers per variant, default 3),
 # PARALLEL (1 = all variants at once, the default: a batch-16 student leaves the GPU mostly
 # idle; 0 = one after the other), DATA, DEVICE (evaluation; default cuda), PYTHON, RUNS,
@@ -22,8 +25,8 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
-OUT="${OUT:-out/gpu_ablation}"
-RUNS="${RUNS:-runs/gpu_ablation}"
+OUT="${OUT:-out/ablation}"
+RUNS="${RUNS:-runs/ablation}"
 PYTHON="${PYTHON:-python3}"
 VARIANTS="${VARIANTS:-supervised distilled no_attention no_intra no_inter}"
 TEACHER="${TEACHER:-defvos_core/assets/teacher.pt}"
@@ -50,7 +53,7 @@ if [ "${SMOKE:-0}" = "1" ]; then
         TEACHER="$RUNS/tiny_teacher.pt"
     fi
 else
-    CONFIG=config/training/student.yaml
+    CONFIG="${CONFIG:-config/training/student.yaml}"
     COMMON=(--set steps="${STEPS:-300}" --set data.num_workers="${WORKERS:-3}")
     EVAL=(--device "${DEVICE:-cuda}")
 fi
@@ -67,7 +70,7 @@ variant_options() {
         no_intra) echo "--set distill.intra=0" ;;
         no_inter) echo "--set distill.inter=0" ;;
         selfsup) echo "--set distill.self_supervised=true" ;;
-        *) echo "gpu_ablation: unknown variant $1" >&2; return 2 ;;
+        *) echo "ablation: unknown variant $1" >&2; return 2 ;;
     esac
 }
 
