@@ -326,3 +326,19 @@ def test_distillation_loss_supervised_needs_labels():
     labels = torch.zeros(2, 6, 8, dtype=torch.long)
     total, terms = L.distillation_loss(student, teacher, weights, labels=labels)
     assert set(terms) == {'supervised', 'total'} and total.item() > 0
+
+
+def test_distillation_loss_supervised_term_is_the_teacher_stage_loss():
+    """Same mining warm-up as a student trained without a teacher: the ablation is fair."""
+    student, teacher = _outputs(0), _outputs(1)
+    labels = torch.randint(0, 3, (2, 6, 8), generator=torch.Generator().manual_seed(2))
+    weights = L.DistillationWeights(attention=0.0, intra=0.0, inter=0.0, supervised=1.0)
+    for ratio in (0.0, 0.4, 1.0):
+        total, _ = L.distillation_loss(student, teacher, weights, labels=labels,
+                                       valid_slots=[3, 3], top_k_fraction=0.15,
+                                       warmup_ratio=ratio)
+        expected = L.supervised_loss(student.logits, labels, [3, 3], 0.15, ratio)
+        assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    plain = L.distillation_loss(student, teacher, weights, labels=labels, warmup_ratio=0.0)[0]
+    mined = L.distillation_loss(student, teacher, weights, labels=labels, warmup_ratio=1.0)[0]
+    assert mined.item() > plain.item()  # the hardest 15 % of pixels cost more than the mean

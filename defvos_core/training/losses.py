@@ -333,7 +333,7 @@ class DistillationWeights:
 def distillation_loss(student_out: Any, teacher_out: Any,
                       weights: Optional[DistillationWeights] = None,
                       labels: Optional[Tensor] = None, valid_slots: ValidSlots = None,
-                      top_k_fraction: float = 0.15
+                      top_k_fraction: float = 0.15, warmup_ratio: float = 1.0
                       ) -> tuple[Tensor, dict[str, float]]:
     """L = w_att·L_att + w_intra·L_intra + w_inter·L_inter (+ w_sup·(CE + Jaccard)).
 
@@ -341,7 +341,8 @@ def distillation_loss(student_out: Any, teacher_out: Any,
     ``attention_maps`` (list of (B, heads, Nq, Nk), may be None when w_att = 0) and
     ``query_grid`` (hq, wq). Teacher tensors are detached; teacher logits are resized
     bilinearly to the student's size. A term with weight 0 is not computed and not
-    reported; the supervised term needs ``labels`` (B, H, W) and is skipped without them.
+    reported; the supervised term needs ``labels`` (B, H, W) and is skipped without them;
+    its hard-pixel mining warms up with ``warmup_ratio`` as in `bootstrapped_cross_entropy`.
     Returns the total and a dict of the unweighted terms (floats) plus ``'total'``.
     """
     weights = weights if weights is not None else DistillationWeights()
@@ -369,7 +370,7 @@ def distillation_loss(student_out: Any, teacher_out: Any,
 
     if weights.supervised != 0.0 and labels is not None:
         terms['supervised'] = supervised_loss(student_logits, labels, valid_slots,
-                                              top_k_fraction)
+                                              top_k_fraction, warmup_ratio)
         total = total + weights.supervised * terms['supervised']
 
     report = {name: float(value.detach()) for name, value in terms.items()}

@@ -355,7 +355,8 @@ class Trainer:
                 frame_labels = None if self.config.distill.self_supervised else labels[:, t]
                 loss, report = distillation_loss(output, teacher_outputs[t - 1], self.weights,
                                                  frame_labels, num_objects,
-                                                 self.config.loss.top_k_fraction)
+                                                 self.config.loss.top_k_fraction,
+                                                 self._mining_ratio())
                 report.pop("total")
             total = loss if total is None else total + loss
             for name, value in report.items():
