@@ -32,14 +32,8 @@ VARIANTS="${VARIANTS:-supervised distilled no_attention no_intra no_inter}"
 TEACHER="${TEACHER:-defvos_core/assets/teacher.pt}"
 mkdir -p "$OUT" "$RUNS"
 LOG="$OUT/ablation.log"
-export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-if [ -d .device_data/pylib ]; then
-    export PYTHONPATH="$REPO/.device_data/pylib${PYTHONPATH:+:$PYTHONPATH}"
-fi
-if [ -z "${DATA:-}" ]; then
-    DATA=.device_data/davis2016-train-240p
-    [ -d "$DATA" ] || DATA="$REPO/../shared/data/davis2016-train-240p"
-fi
+# shellcheck source=scripts/device_env.sh
+source scripts/device_env.sh
 
 if [ "${SMOKE:-0}" = "1" ]; then
     CONFIG=config/training/tiny_cpu_student.yaml

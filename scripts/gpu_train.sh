@@ -30,14 +30,8 @@ OUT="${OUT:-out/gpu_train}"
 RUNS="${RUNS:-runs/gpu_train}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-if [ -d .device_data/pylib ]; then
-    export PYTHONPATH="$REPO/.device_data/pylib${PYTHONPATH:+:$PYTHONPATH}"
-fi
-if [ -z "${DATA:-}" ]; then
-    DATA=.device_data/davis2016-train-240p
-    [ -d "$DATA" ] || DATA="$REPO/../shared/data/davis2016-train-240p"
-fi
+# shellcheck source=scripts/device_env.sh
+source scripts/device_env.sh
 
 if [ "${SMOKE:-0}" = "1" ]; then
     TEACHER_CONFIG=config/training/tiny_cpu_teacher.yaml
