@@ -9,6 +9,8 @@
 #                                               # (first device call: check + step timings)
 #   CONTINUE=1 OUT=/tmp/x scripts/gpu_train.sh  # start both stages from the shipped weights
 #                                               # (prepare_device_data.sh --data-only)
+#   STAGES=student CONTINUE=1 OUT=/tmp/x scripts/gpu_train.sh  # the student alone, distilled
+#                                               # from TEACHER (default: the shipped teacher)
 #
 # Env: OUT, DATA (default .device_data/davis2016-train-240p, else ../shared/data/...),
 # NPROC (GPUs for torchrun; default all visible), PYTHON (default python3), SMOKE, and
@@ -19,14 +21,22 @@
 # DEVICE (evaluation and bench device; default cuda, cpu with SMOKE),
 # EXTRA_TEACHER / EXTRA_STUDENT (more --set options) and BENCH=1 (then the GPU speed
 # benchmark of the new student, fp16 and fp32, goes to $OUT/bench.txt; BENCH_ARGS
-# replaces its sizes/objects/frames). $OUT gets 7 files (8 with
-# BENCH): teacher.pt, student.pt (weights-only fp16), teacher_eval.json,
-# student_eval.json, teacher_metrics.jsonl, student_metrics.jsonl and train.log.
+# replaces its sizes/objects/frames), STAGES (default "teacher student"; "student" alone
+# distills from TEACHER, default defvos_core/assets/teacher.pt). $OUT gets 7 files (8 with
+# BENCH; 4 with the student alone): teacher.pt, student.pt (weights-only fp16),
+# teacher_eval.json, student_eval.json, teacher_metrics.jsonl, student_metrics.jsonl and
+# train.log.
 # Re-running resumes from the checkpoints in $RUNS.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
 OUT="${OUT:-out/gpu_train}"
+STAGES="${STAGES:-teacher student}"
+case "$STAGES" in
+    "teacher student") TEACHER="$OUT/teacher.pt" ;;
+    student) TEACHER="${TEACHER:-defvos_core/assets/teacher.pt}" ;;
+    *) echo "gpu_train: STAGES must be 'teacher student' or 'student', not '$STAGES'" >&2; exit 2 ;;
+esac
 RUNS="${RUNS:-runs/gpu_train}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
@@ -71,24 +81,28 @@ if [ "${CONTINUE:-0}" = "1" ]; then
     STUDENT_SET+=(--set init_weights=defvos_core/assets/student.pt)
 fi
 
-echo "== teacher ($TEACHER_CONFIG, data $DATA) $(date +%T)" | tee -a "$OUT/train.log"
-"${LAUNCH[@]}" --config "$TEACHER_CONFIG" --resume "${COMMON[@]}" ${TEACHER_SET[@]+"${TEACHER_SET[@]}"} \
-    --set "data.root=$DATA" --set "run_dir=$RUNS/teacher" \
-    --set "export.weights=$OUT/teacher.pt" ${EXTRA_TEACHER:-} 2>&1 | tee -a "$OUT/train.log"
+if [ "$STAGES" != student ]; then
+    echo "== teacher ($TEACHER_CONFIG, data $DATA) $(date +%T)" | tee -a "$OUT/train.log"
+    "${LAUNCH[@]}" --config "$TEACHER_CONFIG" --resume "${COMMON[@]}" \
+        ${TEACHER_SET[@]+"${TEACHER_SET[@]}"} --set "data.root=$DATA" \
+        --set "run_dir=$RUNS/teacher" --set "export.weights=$OUT/teacher.pt" \
+        ${EXTRA_TEACHER:-} 2>&1 | tee -a "$OUT/train.log"
+fi
 
-echo "== student ($STUDENT_CONFIG) $(date +%T)" | tee -a "$OUT/train.log"
+echo "== student ($STUDENT_CONFIG, teacher $TEACHER) $(date +%T)" | tee -a "$OUT/train.log"
 "${LAUNCH[@]}" --config "$STUDENT_CONFIG" --resume "${COMMON[@]}" ${STUDENT_SET[@]+"${STUDENT_SET[@]}"} \
     --set "data.root=$DATA" --set "run_dir=$RUNS/student" \
-    --set "distill.teacher_weights=$OUT/teacher.pt" \
+    --set "distill.teacher_weights=$TEACHER" \
     --set "export.weights=$OUT/student.pt" ${EXTRA_STUDENT:-} 2>&1 | tee -a "$OUT/train.log"
 
-for model in teacher student; do
+for model in $STAGES; do
     echo "== evaluate $model $(date +%T)" | tee -a "$OUT/train.log"
     "$PYTHON" -m defvos_core.evaluate --weights "$OUT/$model.pt" --data "$DATA" --split val \
         "${EVAL[@]}" --json "$OUT/${model}_eval.json" 2>&1 | tee -a "$OUT/train.log"
 done
-cp "$RUNS/teacher/metrics.jsonl" "$OUT/teacher_metrics.jsonl"
-cp "$RUNS/student/metrics.jsonl" "$OUT/student_metrics.jsonl"
+for model in $STAGES; do
+    cp "$RUNS/$model/metrics.jsonl" "$OUT/${model}_metrics.jsonl"
+done
 if [ "${BENCH:-0}" = "1" ]; then
     echo "== bench $(date +%T)" | tee -a "$OUT/train.log"
     { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true

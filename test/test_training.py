@@ -479,6 +479,20 @@ def test_gpu_train_script_smoke_mode(tmp_path):
     meta = weights_meta(out / "student.pt")
     assert meta["stage"] == "student" and meta["teacher_weights"] == str(out / "teacher.pt")
     assert to_dict(load_model(out / "student.pt").config)["embed_dim"] == 32
+    # The student alone, distilled from a given teacher (here the one just trained).
+    alone = tmp_path / "alone"
+    env.update(STAGES="student", TEACHER=str(out / "teacher.pt"), OUT=str(alone),
+               RUNS=str(tmp_path / "runs_alone"))
+    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train.sh")], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert sorted(p.name for p in alone.iterdir()) == sorted([
+        "student.pt", "student_eval.json", "student_metrics.jsonl", "train.log"])
+    assert weights_meta(alone / "student.pt")["teacher_weights"] == str(out / "teacher.pt")
+    env["STAGES"] = "teacher"
+    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train.sh")], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "STAGES must be" in result.stderr
 
 
 @needs_data
