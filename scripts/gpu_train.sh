@@ -99,8 +99,6 @@ for model in $STAGES; do
     echo "== evaluate $model $(date +%T)" | tee -a "$OUT/train.log"
     "$PYTHON" -m defvos_core.evaluate --weights "$OUT/$model.pt" --data "$DATA" --split val \
         "${EVAL[@]}" --json "$OUT/${model}_eval.json" 2>&1 | tee -a "$OUT/train.log"
-done
-for model in $STAGES; do
     cp "$RUNS/$model/metrics.jsonl" "$OUT/${model}_metrics.jsonl"
 done
 if [ "${BENCH:-0}" = "1" ]; then
