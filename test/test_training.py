@@ -465,12 +465,17 @@ def test_evaluate_weights_mode_writes_pngs_and_scores(tmp_path, teacher_weights,
 
 # ---------------------------------------------------------------------- GPU script path
 
+def _run_script(name: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run scripts/<name> from the repo root with `env`, capturing its output."""
+    return subprocess.run(["bash", str(REPO / "scripts" / name)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 @needs_data
 def test_gpu_train_script_smoke_mode(tmp_path):
     env = {**CHILD_ENV, "SMOKE": "1", "OUT": str(tmp_path / "out"),
            "RUNS": str(tmp_path / "runs"), "DATA": str(DATA), "PYTHON": sys.executable}
-    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train.sh")], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = _run_script("gpu_train.sh", env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted([
@@ -483,15 +488,13 @@ def test_gpu_train_script_smoke_mode(tmp_path):
     alone = tmp_path / "alone"
     env.update(STAGES="student", TEACHER=str(out / "teacher.pt"), OUT=str(alone),
                RUNS=str(tmp_path / "runs_alone"))
-    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train.sh")], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = _run_script("gpu_train.sh", env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert sorted(p.name for p in alone.iterdir()) == sorted([
         "student.pt", "student_eval.json", "student_metrics.jsonl", "train.log"])
     assert weights_meta(alone / "student.pt")["teacher_weights"] == str(out / "teacher.pt")
     env["STAGES"] = "teacher"
-    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train.sh")], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = _run_script("gpu_train.sh", env, timeout=60)
     assert result.returncode == 2 and "STAGES must be" in result.stderr
 
 
@@ -500,8 +503,7 @@ def test_ablation_script_smoke_mode(tmp_path):
     env = {**CHILD_ENV, "SMOKE": "1", "OUT": str(tmp_path / "out"),
            "VARIANTS": "supervised no_inter", "RUNS": str(tmp_path / "runs"), "DATA": str(DATA),
            "PYTHON": sys.executable}
-    result = subprocess.run(["bash", str(REPO / "scripts" / "ablation.sh")], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = _run_script("ablation.sh", env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     rows = json.loads((tmp_path / "out" / "ablation.json").read_text())
     assert [row["variant"] for row in rows] == ["supervised", "no_inter"]
