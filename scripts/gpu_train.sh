@@ -11,6 +11,8 @@
 #                                               # (prepare_device_data.sh --data-only)
 #   STAGES=student CONTINUE=1 OUT=/tmp/x scripts/gpu_train.sh  # the student alone, distilled
 #                                               # from TEACHER (default: the shipped teacher)
+#   BASELINE=1 STUDENT_INIT=w.pt OUT=/tmp/x scripts/gpu_train.sh  # + the same student without
+#                                               # a teacher, side by side (same init and steps)
 #
 # Env: OUT, DATA (default .device_data/davis2016-train-240p, else ../shared/data/...),
 # NPROC (GPUs for torchrun; default all visible), PYTHON (default python3), SMOKE, and
@@ -22,10 +24,14 @@
 # EXTRA_TEACHER / EXTRA_STUDENT (more --set options) and BENCH=1 (then the GPU speed
 # benchmark of the new student, fp16 and fp32, goes to $OUT/bench.txt; BENCH_ARGS
 # replaces its sizes/objects/frames), STAGES (default "teacher student"; "student" alone
-# distills from TEACHER, default defvos_core/assets/teacher.pt). $OUT gets 7 files (8 with
-# BENCH; 4 with the student alone): teacher.pt, student.pt (weights-only fp16),
-# teacher_eval.json, student_eval.json, teacher_metrics.jsonl, student_metrics.jsonl and
-# train.log.
+# distills from TEACHER, default defvos_core/assets/teacher.pt), STUDENT_INIT (the student's
+# starting weights; default ImageNet, or the shipped student with CONTINUE=1) and BASELINE=1
+# (the same student trained without a teacher, side by side with the distilled one: same
+# config, init and EXTRA_STUDENT, `--stage teacher --set model_preset=student`; exported as
+# baseline.pt and evaluated). $OUT gets 7 files (8 with BENCH; 4 with the student alone):
+# teacher.pt, student.pt (weights-only fp16), teacher_eval.json, student_eval.json,
+# teacher_metrics.jsonl, student_metrics.jsonl and train.log; with BASELINE, baseline.pt and
+# baseline_eval.json too, and the metrics files stay in $RUNS (train.log has their lines).
 # Re-running resumes from the checkpoints in $RUNS.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -80,6 +86,9 @@ if [ "${CONTINUE:-0}" = "1" ]; then
     TEACHER_SET+=(--set init_weights=defvos_core/assets/teacher.pt)
     STUDENT_SET+=(--set init_weights=defvos_core/assets/student.pt)
 fi
+[ -n "${STUDENT_INIT:-}" ] && STUDENT_SET+=(--set "init_weights=$STUDENT_INIT")
+MODELS="$STAGES"
+[ "${BASELINE:-0}" = "1" ] && MODELS+=" baseline"
 
 if [ "$STAGES" != student ]; then
     echo "== teacher ($TEACHER_CONFIG, data $DATA) $(date +%T)" | tee -a "$OUT/train.log"
@@ -89,17 +98,39 @@ if [ "$STAGES" != student ]; then
         ${EXTRA_TEACHER:-} 2>&1 | tee -a "$OUT/train.log"
 fi
 
-echo "== student ($STUDENT_CONFIG, teacher $TEACHER) $(date +%T)" | tee -a "$OUT/train.log"
-"${LAUNCH[@]}" --config "$STUDENT_CONFIG" --resume "${COMMON[@]}" ${STUDENT_SET[@]+"${STUDENT_SET[@]}"} \
-    --set "data.root=$DATA" --set "run_dir=$RUNS/student" \
-    --set "distill.teacher_weights=$TEACHER" \
-    --set "export.weights=$OUT/student.pt" ${EXTRA_STUDENT:-} 2>&1 | tee -a "$OUT/train.log"
+# train_student NAME [OPTIONS...]: the student config from STUDENT_INIT into $RUNS/NAME,
+# exported to $OUT/NAME.pt.
+train_student() {
+    local name="$1"
+    shift
+    # shellcheck disable=SC2086  # EXTRA_STUDENT holds words
+    "${LAUNCH[@]}" --config "$STUDENT_CONFIG" --resume "${COMMON[@]}" \
+        ${STUDENT_SET[@]+"${STUDENT_SET[@]}"} --set "data.root=$DATA" \
+        --set "run_dir=$RUNS/$name" --set "distill.teacher_weights=$TEACHER" \
+        --set "export.weights=$OUT/$name.pt" "$@" ${EXTRA_STUDENT:-}
+}
 
-for model in $STAGES; do
+echo "== student ($STUDENT_CONFIG, teacher $TEACHER) $(date +%T)" | tee -a "$OUT/train.log"
+if [ "${BASELINE:-0}" = "1" ]; then
+    echo "== baseline: the same student without a teacher, side by side" | tee -a "$OUT/train.log"
+    mkdir -p "$RUNS"
+    train_student baseline --stage teacher --set model_preset=student \
+        > "$RUNS/baseline.log" 2>&1 & baseline_pid=$!
+fi
+train_student student 2>&1 | tee -a "$OUT/train.log"
+if [ "${BASELINE:-0}" = "1" ]; then
+    baseline_status=0
+    wait "$baseline_pid" || baseline_status=$?
+    { echo "== baseline log (exit $baseline_status)"
+      grep -Ev 's/it\]|it/s\]' "$RUNS/baseline.log" || true; } >> "$OUT/train.log"
+    [ "$baseline_status" = 0 ] || { echo "gpu_train: the baseline student failed" >&2; exit 1; }
+fi
+
+for model in $MODELS; do
     echo "== evaluate $model $(date +%T)" | tee -a "$OUT/train.log"
     "$PYTHON" -m defvos_core.evaluate --weights "$OUT/$model.pt" --data "$DATA" --split val \
         "${EVAL[@]}" --json "$OUT/${model}_eval.json" 2>&1 | tee -a "$OUT/train.log"
-    cp "$RUNS/$model/metrics.jsonl" "$OUT/${model}_metrics.jsonl"
+    [ "${BASELINE:-0}" = "1" ] || cp "$RUNS/$model/metrics.jsonl" "$OUT/${model}_metrics.jsonl"
 done
 if [ "${BENCH:-0}" = "1" ]; then
     echo "== bench $(date +%T)" | tee -a "$OUT/train.log"

@@ -493,7 +493,20 @@ def test_gpu_train_script_smoke_mode(tmp_path):
     assert sorted(p.name for p in alone.iterdir()) == sorted([
         "student.pt", "student_eval.json", "student_metrics.jsonl", "train.log"])
     assert weights_meta(alone / "student.pt")["teacher_weights"] == str(out / "teacher.pt")
-    env["STAGES"] = "teacher"
+    # BASELINE: the same student without a teacher beside it, from the same init.
+    paired = tmp_path / "paired"
+    env.update(BASELINE="1", STUDENT_INIT=str(alone / "student.pt"), OUT=str(paired),
+               RUNS=str(tmp_path / "runs_paired"))
+    result = _run_script("gpu_train.sh", env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert sorted(p.name for p in paired.iterdir()) == sorted([
+        "student.pt", "student_eval.json", "baseline.pt", "baseline_eval.json", "train.log"])
+    distilled, baseline = weights_meta(paired / "student.pt"), weights_meta(paired / "baseline.pt")
+    assert distilled["stage"] == "student" and baseline["stage"] == "teacher"
+    assert distilled["config"]["init_weights"] == baseline["config"]["init_weights"] \
+        == str(alone / "student.pt")
+    assert "== baseline log (exit 0)" in (paired / "train.log").read_text()
+    env.update(STAGES="teacher", BASELINE="0")
     result = _run_script("gpu_train.sh", env, timeout=60)
     assert result.returncode == 2 and "STAGES must be" in result.stderr
 
