@@ -28,6 +28,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from rclpy.duration import Duration
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -41,6 +42,7 @@ from defvos_ros.image_conversion import numpy_to_image
 ImageMessage = Union[Image, CompressedImage]
 MAX_SENT_RECORDS = 100_000
 MAX_UNCLAIMED_MASKS = 10_000
+FLUSH_TIMEOUT = 5.0  # s: wait for reliable subscribers' acks before exiting
 BAG_IMAGE_TYPES = {'sensor_msgs/msg/Image': Image,
                    'sensor_msgs/msg/CompressedImage': CompressedImage}
 
@@ -130,6 +132,20 @@ class Player(Node):
                 return True
             time.sleep(0.02)
         return False
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every subscriber acknowledged what was published (reliable QoS).
+
+        Call before destroying the node: samples still in flight when a reliable writer is
+        deleted are lost, so a player that exits right after its last frame can drop it.
+        """
+        deadline = time.monotonic() + timeout
+        publishers = [self.image_pub, self.seed_pub, self.compressed_pub]
+        acked = True
+        for publisher in (pub for pub in publishers if pub is not None):
+            left = max(0.0, deadline - time.monotonic())
+            acked = publisher.wait_for_all_acked(Duration(seconds=left)) and acked
+        return acked
 
     def header(self, stamp: Optional[Time] = None) -> Header:
         """Return a header with ``stamp`` (default: now) and the player's frame_id."""
@@ -305,6 +321,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 log.warning(f'{missing} mask(s) did not arrive within {args.wait_timeout} s')
             first = False
         log.info(f'published {player.frames_published} frames')
+        if not player.flush(FLUSH_TIMEOUT):
+            log.warning(f'not every subscriber acknowledged the last frames within '
+                        f'{FLUSH_TIMEOUT} s')
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (OSError, ValueError) as error:

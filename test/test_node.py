@@ -802,6 +802,7 @@ def test_player_late_seed_in_lockstep_with_the_node(ros, pipeline, clip):
                       and node.count_publishers('/play1/seed_mask') > 0)
     named = [(str(i), frame) for i, frame in enumerate(frames[:6])]
     missing = player.play(named, seed=truth[0], rate=10.0, seed_delay=0.25)
+    assert player.flush(MASK_TIMEOUT)  # the node acknowledged every frame and the seed
     ros.remove(player)
     assert missing == 0
     assert len(player.sent) == 6
