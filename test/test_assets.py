@@ -1,0 +1,62 @@
+"""The shipped weights: trained, fp16, small, and scored as their metadata says.
+
+Their recorded held-out score must match what they do on the shipped sample clip (bear, a
+held-out sequence).
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from defvos_core.config import TrackerConfig
+from defvos_core.data.masks import read_label_map
+from defvos_core.data.video_io import list_frame_files, read_rgb
+from defvos_core.evaluation.metrics import evaluate_sequence, summarize
+from defvos_core.inference.tracker import Tracker
+from defvos_core.inference.video import segment_frames
+from defvos_core.model.checkpoint import (
+    DEFAULT_STUDENT_WEIGHTS,
+    DEFAULT_TEACHER_WEIGHTS,
+    load_model,
+    read_weights,
+)
+
+torch.set_num_threads(1)
+SAMPLE = DEFAULT_STUDENT_WEIGHTS.parent / "sample" / "bear"
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize("path, stage, max_mib", [
+    (DEFAULT_STUDENT_WEIGHTS, "student", 16), (DEFAULT_TEACHER_WEIGHTS, "teacher", 25)])
+def test_shipped_weights_are_trained_fp16_and_small(path: Path, stage: str, max_mib: int):
+    payload = read_weights(path)
+    meta = payload["meta"]
+    assert meta["trained"] is True and meta["stage"] == stage
+    assert path.stat().st_size <= max_mib * MIB
+    floats = [v for v in payload["state_dict"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert set(meta["data"]["holdout"]) == set(meta["heldout_eval"]["sequences"])
+    assert not set(meta["data"]["holdout"]) & set(meta["data"]["sequences"])
+    load_model(path)  # builds the model the file describes, strict state-dict load
+
+
+def test_shipped_student_is_distilled_from_the_shipped_teacher():
+    meta = read_weights(DEFAULT_STUDENT_WEIGHTS)["meta"]
+    assert Path(meta["teacher_weights"]).name == DEFAULT_TEACHER_WEIGHTS.name
+    assert meta["config"]["distill"]["attention"] > 0  # the paper's loss, not logits only
+    sizes = [sum(p.numel() for p in load_model(path).parameters())
+             for path in (DEFAULT_STUDENT_WEIGHTS, DEFAULT_TEACHER_WEIGHTS)]
+    assert sizes[0] < sizes[1] / 2
+
+
+def test_recorded_score_matches_the_sample_clip():
+    """meta.heldout_eval comes from the same weights: bear, rerun here, gives its J&F."""
+    recorded = read_weights(DEFAULT_STUDENT_WEIGHTS)["meta"]["heldout_eval"]["per_sequence"]
+    tracker = Tracker.from_weights(None, TrackerConfig(size=240, device="cpu"))
+    frames = [(path.stem, read_rgb(path)) for path in list_frame_files(SAMPLE / "frames")]
+    truths = [read_label_map(SAMPLE / "masks" / f"{stem}.png") for stem, _ in frames]
+    predictions = [result.labels for _, _, result in
+                   segment_frames(tracker, frames, truths[0])]
+    score = summarize({"bear": evaluate_sequence(predictions, truths)})
+    assert score["sequences"]["bear"]["J&F"] == pytest.approx(recorded["bear"], abs=2e-3)
