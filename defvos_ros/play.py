@@ -133,7 +133,7 @@ class Player(Node):
             time.sleep(0.02)
         return False
 
-    def flush(self, timeout: float = 5.0) -> bool:
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
         """Wait until every subscriber acknowledged what was published (reliable QoS).
 
         Call before destroying the node: samples still in flight when a reliable writer is
@@ -321,7 +321,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 log.warning(f'{missing} mask(s) did not arrive within {args.wait_timeout} s')
             first = False
         log.info(f'published {player.frames_published} frames')
-        if not player.flush(FLUSH_TIMEOUT):
+        if not player.flush():
             log.warning(f'not every subscriber acknowledged the last frames within '
                         f'{FLUSH_TIMEOUT} s')
     except (KeyboardInterrupt, ExternalShutdownException):

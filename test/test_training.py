@@ -471,35 +471,35 @@ def _run_script(name: str, env: dict, timeout: float = 600) -> subprocess.Comple
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _run_gpu_train(env: dict, expected: list[str]) -> Path:
+    """Run gpu_train.sh with `env`; check it succeeded and left exactly `expected` in OUT."""
+    result = _run_script("gpu_train.sh", env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    out = Path(env["OUT"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    return out
+
+
 @needs_data
 def test_gpu_train_script_smoke_mode(tmp_path):
     env = {**CHILD_ENV, "SMOKE": "1", "OUT": str(tmp_path / "out"),
            "RUNS": str(tmp_path / "runs"), "DATA": str(DATA), "PYTHON": sys.executable}
-    result = _run_script("gpu_train.sh", env)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == sorted([
+    out = _run_gpu_train(env, [
         "teacher.pt", "student.pt", "teacher_eval.json", "student_eval.json",
         "teacher_metrics.jsonl", "student_metrics.jsonl", "train.log"])
     meta = weights_meta(out / "student.pt")
     assert meta["stage"] == "student" and meta["teacher_weights"] == str(out / "teacher.pt")
     assert to_dict(load_model(out / "student.pt").config)["embed_dim"] == 32
     # The student alone, distilled from a given teacher (here the one just trained).
-    alone = tmp_path / "alone"
-    env.update(STAGES="student", TEACHER=str(out / "teacher.pt"), OUT=str(alone),
+    env.update(STAGES="student", TEACHER=str(out / "teacher.pt"), OUT=str(tmp_path / "alone"),
                RUNS=str(tmp_path / "runs_alone"))
-    result = _run_script("gpu_train.sh", env)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert sorted(p.name for p in alone.iterdir()) == sorted([
+    alone = _run_gpu_train(env, [
         "student.pt", "student_eval.json", "student_metrics.jsonl", "train.log"])
     assert weights_meta(alone / "student.pt")["teacher_weights"] == str(out / "teacher.pt")
     # BASELINE: the same student without a teacher beside it, from the same init.
-    paired = tmp_path / "paired"
-    env.update(BASELINE="1", STUDENT_INIT=str(alone / "student.pt"), OUT=str(paired),
-               RUNS=str(tmp_path / "runs_paired"))
-    result = _run_script("gpu_train.sh", env)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert sorted(p.name for p in paired.iterdir()) == sorted([
+    env.update(BASELINE="1", STUDENT_INIT=str(alone / "student.pt"),
+               OUT=str(tmp_path / "paired"), RUNS=str(tmp_path / "runs_paired"))
+    paired = _run_gpu_train(env, [
         "student.pt", "student_eval.json", "baseline.pt", "baseline_eval.json", "train.log"])
     distilled, baseline = weights_meta(paired / "student.pt"), weights_meta(paired / "baseline.pt")
     assert distilled["stage"] == "student" and baseline["stage"] == "teacher"
