@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from defvos_core.config import TrackerConfig
-from defvos_core.data.masks import read_label_map
-from defvos_core.data.video_io import list_frame_files, read_rgb
-from defvos_core.evaluation.metrics import evaluate_sequence, summarize
+from defvos_core.data.sequences import VideoSequence
+from defvos_core.data.video_io import list_frame_files
+from defvos_core.evaluate import score_sequences
+from defvos_core.evaluation.metrics import summarize
 from defvos_core.inference.tracker import Tracker
-from defvos_core.inference.video import segment_frames
 from defvos_core.model.checkpoint import (
     DEFAULT_STUDENT_WEIGHTS,
     DEFAULT_TEACHER_WEIGHTS,
@@ -53,10 +53,9 @@ def test_shipped_student_is_distilled_from_the_shipped_teacher():
 def test_recorded_score_matches_the_sample_clip():
     """meta.heldout_eval comes from the same weights: bear, rerun here, gives its J&F."""
     recorded = read_weights(DEFAULT_STUDENT_WEIGHTS)["meta"]["heldout_eval"]["per_sequence"]
+    frames = list_frame_files(SAMPLE / "frames")
+    masks = {index: SAMPLE / "masks" / f"{path.stem}.png" for index, path in enumerate(frames)}
     tracker = Tracker.from_weights(None, TrackerConfig(size=240, device="cpu"))
-    frames = [(path.stem, read_rgb(path)) for path in list_frame_files(SAMPLE / "frames")]
-    truths = [read_label_map(SAMPLE / "masks" / f"{stem}.png") for stem, _ in frames]
-    predictions = [result.labels for _, _, result in
-                   segment_frames(tracker, frames, truths[0])]
-    score = summarize({"bear": evaluate_sequence(predictions, truths)})
+    # The scoring path of `evaluate --split val`, which wrote heldout_eval.
+    score = summarize(score_sequences(tracker, [VideoSequence("bear", frames, masks)]))
     assert score["sequences"]["bear"]["J&F"] == pytest.approx(recorded["bear"], abs=2e-3)
