@@ -98,7 +98,7 @@ else
     done
 fi
 for name in $VARIANTS; do
-    { echo "== $name"; grep -Ev 's/it\]|it/s\]' "$RUNS/$name.log" | tail -n 25; } >> "$LOG"
+    { echo "== $name"; without_progress_bars "$RUNS/$name.log" | tail -n 25; } >> "$LOG"
 done
 "$PYTHON" -m defvos_core.training.ablation_report --runs "$RUNS" --variants $VARIANTS \
     --markdown "$OUT/ablation.md" --json "$OUT/ablation.json" | tee -a "$LOG"

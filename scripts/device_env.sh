@@ -10,3 +10,7 @@ if [ -z "${DATA:-}" ]; then
     DATA=.device_data/davis2016-train-240p
     [ -d "$DATA" ] || DATA="$REPO/../shared/data/davis2016-train-240p"
 fi
+# without_progress_bars FILE: the log without tqdm's progress-bar lines (for summaries).
+without_progress_bars() {
+    grep -Ev 's/it\]|it/s\]' "$1" || true
+}

@@ -87,8 +87,9 @@ if [ "${CONTINUE:-0}" = "1" ]; then
     STUDENT_SET+=(--set init_weights=defvos_core/assets/student.pt)
 fi
 [ -n "${STUDENT_INIT:-}" ] && STUDENT_SET+=(--set "init_weights=$STUDENT_INIT")
+BASELINE="${BASELINE:-0}"
 MODELS="$STAGES"
-[ "${BASELINE:-0}" = "1" ] && MODELS+=" baseline"
+[ "$BASELINE" = 1 ] && MODELS+=" baseline"
 
 if [ "$STAGES" != student ]; then
     echo "== teacher ($TEACHER_CONFIG, data $DATA) $(date +%T)" | tee -a "$OUT/train.log"
@@ -111,18 +112,18 @@ train_student() {
 }
 
 echo "== student ($STUDENT_CONFIG, teacher $TEACHER) $(date +%T)" | tee -a "$OUT/train.log"
-if [ "${BASELINE:-0}" = "1" ]; then
+if [ "$BASELINE" = 1 ]; then
     echo "== baseline: the same student without a teacher, side by side" | tee -a "$OUT/train.log"
     mkdir -p "$RUNS"
     train_student baseline --stage teacher --set model_preset=student \
         > "$RUNS/baseline.log" 2>&1 & baseline_pid=$!
 fi
 train_student student 2>&1 | tee -a "$OUT/train.log"
-if [ "${BASELINE:-0}" = "1" ]; then
+if [ "$BASELINE" = 1 ]; then
     baseline_status=0
     wait "$baseline_pid" || baseline_status=$?
     { echo "== baseline log (exit $baseline_status)"
-      grep -Ev 's/it\]|it/s\]' "$RUNS/baseline.log" || true; } >> "$OUT/train.log"
+      without_progress_bars "$RUNS/baseline.log"; } >> "$OUT/train.log"
     [ "$baseline_status" = 0 ] || { echo "gpu_train: the baseline student failed" >&2; exit 1; }
 fi
 
@@ -130,7 +131,7 @@ for model in $MODELS; do
     echo "== evaluate $model $(date +%T)" | tee -a "$OUT/train.log"
     "$PYTHON" -m defvos_core.evaluate --weights "$OUT/$model.pt" --data "$DATA" --split val \
         "${EVAL[@]}" --json "$OUT/${model}_eval.json" 2>&1 | tee -a "$OUT/train.log"
-    [ "${BASELINE:-0}" = "1" ] || cp "$RUNS/$model/metrics.jsonl" "$OUT/${model}_metrics.jsonl"
+    [ "$BASELINE" = 1 ] || cp "$RUNS/$model/metrics.jsonl" "$OUT/${model}_metrics.jsonl"
 done
 if [ "${BENCH:-0}" = "1" ]; then
     echo "== bench $(date +%T)" | tee -a "$OUT/train.log"
