@@ -23,7 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from defvos_core.config import TrackerConfig
+from defvos_core.build import build_tracker
+from defvos_core.config import OnnxConfig, TrackerConfig
 from defvos_core.data.masks import read_label_map
 from defvos_core.data.video_io import iter_video_frames
 from defvos_core.inference.preprocess import resize_labels
@@ -79,9 +80,10 @@ def peak_memory_mb(device: str) -> tuple[float, str]:
 
 
 def bench_one(args: argparse.Namespace, short_side: int, objects: int) -> dict:
-    config = TrackerConfig(size=short_side, device=args.device, fp16=args.fp16)
-    options = {"providers": args.providers.split(",")} if args.providers else {}
-    tracker = Tracker.from_weights(args.weights, config, backend=args.backend, **options)
+    providers = args.providers.split(",") if args.providers else []
+    config = TrackerConfig(size=short_side, backend=args.backend, device=args.device,
+                           fp16=args.fp16, onnx=OnnxConfig(providers=providers))
+    tracker = build_tracker(args.weights, config)
     frames, seed = sample_clip(short_side)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: Label value 255 is "void" (the DAVIS convention): in a seed it counts as background, and
+#: no object ever gets it. Object ids are 1..MAX_OBJECT_ID (label maps are uint8 / mono8).
+VOID_LABEL = 255
+MAX_OBJECT_ID = 254
+BACKENDS = ("torch", "onnxruntime")
+
 
 @dataclass
 class ModelConfig:
@@ -51,15 +57,35 @@ def teacher_config(**overrides) -> ModelConfig:
 
 
 @dataclass
+class OnnxConfig:
+    """Options of the onnxruntime backend (ignored by the torch backend)."""
+
+    # Execution providers in priority order, names or aliases ('tensorrt', 'cuda', 'cpu'),
+    # all of which must start; [] = the default order (TensorRT, CUDA, CPU: those available).
+    providers: list[str] = field(default_factory=list)
+    onnx_dir: str = ""  # a folder from `python -m defvos_core.export`; "" = export on first use
+    cache_dir: str = ""  # where automatic exports go; "" = $DEFVOS_CACHE_DIR or ~/.cache/defvos
+    trt_fp16: bool = False  # TensorRT: build fp16 engines
+    trt_engine_cache: str = ""  # TensorRT engine cache: a folder, "auto" (beside the graphs), ""
+
+
+@dataclass
 class TrackerConfig:
-    """Per-video inference settings: processing size, memory policy, device."""
+    """Per-video inference settings: processing size, memory policy, runtime and device."""
 
     size: int | None = 240  # short side the frames are resized to; None keeps the input size
     mem_every: int = 5  # add a frame to the long-term FIFO every this many frames
     max_memory_frames: int = 6  # bound of the long-term FIFO (seed frames not counted)
     max_seed_frames: int = 4  # bound of the kept seed frames (oldest dropped first)
-    device: str = "cpu"
-    fp16: bool = False  # half precision (CUDA only)
+    backend: str = "torch"  # torch | onnxruntime
+    device: str = "cpu"  # torch device (the onnxruntime backend runs where its providers do)
+    fp16: bool = False  # half precision (CUDA; onnxruntime: fp16 graphs)
+    cuda_graphs: bool = False  # torch on CUDA: replay per-frame calls as CUDA graphs
+    onnx: OnnxConfig = field(default_factory=OnnxConfig)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}: expected one of {BACKENDS}")
 
 
 @dataclass

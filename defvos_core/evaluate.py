@@ -9,7 +9,7 @@ DIR is either a folder of sequence folders (`<seq>/<stem>.png`) or one sequence 
 PNGs.
 
 Or run a model and score it (semi-supervised: each sequence is seeded with its first
-ground-truth mask and tracked with `Tracker.from_weights` + `segment_frames`):
+ground-truth mask and tracked by `defvos_core.evaluation.tracking.score_sequences`):
 
     python -m defvos_core.evaluate --weights W [--data DIR] [--split val|train|FILE]
         [--sequences a,b] [--size 240] [--backend torch] [--out PRED_DIR] [--plot out.png]
@@ -27,16 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import numpy as np
-
-from defvos_core.data.masks import write_label_map
-from defvos_core.data.sequences import VideoSequence
+from defvos_core.config import BACKENDS, TrackerConfig
+from defvos_core.data.roots import DATA_ENV, DAVIS_NAME
 from defvos_core.evaluation.folders import evaluate_folders
-from defvos_core.evaluation.metrics import evaluate_sequence, summarize
+from defvos_core.evaluation.metrics import summarize
 from defvos_core.evaluation.report import format_table, plot_per_sequence
 
 PROG = "python -m defvos_core.evaluate"
@@ -62,16 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--weights", type=str, default=None,
                        help="weights file to evaluate ('default' = the shipped student)")
     model.add_argument("--data", type=Path, default=None,
-                       help="DAVIS-layout data folder (default: "
-                       "<repo>/../shared/data/davis2016-train-240p)")
+                       help=f"DAVIS-layout data folder (default: ${DATA_ENV}/{DAVIS_NAME}, "
+                       f"or ./data/{DAVIS_NAME} without ${DATA_ENV})")
     model.add_argument("--split", default="val",
                        help="val (held-out list), train, or an ImageSets file (default: val)")
     model.add_argument("--resolution", default="240p",
                        help="JPEGImages/Annotations sub-folder (default: 240p)")
-    model.add_argument("--size", type=int, default=240,
-                       help="tracker processing size, short side (default: 240)")
-    model.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
-    model.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    model.add_argument("--size", type=int, default=TrackerConfig.size,
+                       help=f"tracker processing size, short side; 0 = input size (default: "
+                       f"{TrackerConfig.size})")
+    model.add_argument("--backend", default=TrackerConfig.backend, choices=BACKENDS)
+    model.add_argument("--device", default=TrackerConfig.device,
+                       help=f"torch device (default: {TrackerConfig.device})")
     model.add_argument("--max-frames", type=int, default=0,
                        help="use only the first N frames of each sequence (0 = all)")
     outputs = parser.add_argument_group("outputs")
@@ -104,57 +103,12 @@ def write_reports(summary: dict, plot: Path | None, json_path: Path | None) -> N
         print(f"json: {json_path}")
 
 
-def track_sequence(tracker, sequence: VideoSequence, max_frames: int = 0
-                   ) -> Iterator[tuple[int, str, np.ndarray]]:
-    """Yield (frame index, stem, predicted label map) of every frame of `sequence`.
-
-    The tracker is seeded with the first frame's ground truth (void 255 -> background)
-    through `segment_frames`, the code path of the CLI and the demo.
-    """
-    from defvos_core.inference.video import segment_frames
-
-    count = len(sequence) if max_frames <= 0 else min(max_frames, len(sequence))
-    seed = sequence.load_label_map(0).copy()
-    seed[seed == 255] = 0
-    frames = ((sequence.frame_stem(i), sequence.load_frame(i)) for i in range(count))
-    for index, (stem, _, result) in enumerate(segment_frames(tracker, frames, seed)):
-        yield index, stem, result.labels
-
-
-def score_sequences(tracker, sequences: list[VideoSequence], max_frames: int = 0,
-                    out_dir: Path | None = None, log=None) -> dict:
-    """Track every sequence, optionally write the PNGs, and score in memory.
-
-    Sequences whose first frame is unannotated or shows no object are skipped (reported
-    through `log`). Returns {sequence: evaluate_sequence(...)} over the annotated frames.
-    """
-    results = {}
-    for sequence in sequences:
-        first = sequence.load_label_map(0) if sequence.has_mask(0) else None
-        if first is None or not np.any((first > 0) & (first != 255)):
-            if log is not None:
-                log(f"skipping {sequence.name}: its first frame has no annotated object")
-            continue
-        started = time.perf_counter()
-        predictions, truths = [], []
-        for index, stem, labels in track_sequence(tracker, sequence, max_frames):
-            if out_dir is not None:
-                write_label_map(Path(out_dir) / sequence.name / f"{stem}.png", labels)
-            if sequence.has_mask(index):
-                predictions.append(labels)
-                truths.append(sequence.load_label_map(index))
-        results[sequence.name] = evaluate_sequence(predictions, truths)
-        if log is not None:
-            elapsed = time.perf_counter() - started
-            log(f"{sequence.name}: {len(predictions)} frames in {elapsed:.1f} s")
-    return results
-
-
 def run_model(args: argparse.Namespace) -> dict:
     """Run the --weights mode: track the split's sequences and return the summary."""
-    from defvos_core.config import TrackerConfig
-    from defvos_core.data.splits import default_davis_root, read_named_sequences, resolve_split
-    from defvos_core.inference.tracker import Tracker
+    from defvos_core.build import build_tracker
+    from defvos_core.data.roots import default_davis_root
+    from defvos_core.data.splits import read_named_sequences, resolve_split
+    from defvos_core.evaluation.tracking import score_sequences
 
     root = args.data if args.data is not None else default_davis_root()
     if not Path(root).is_dir():
@@ -168,8 +122,8 @@ def run_model(args: argparse.Namespace) -> dict:
             names = [name for name in names if name in args.sequences]
         sequences = read_named_sequences(root, names, args.resolution)
         weights = None if args.weights == "default" else args.weights
-        tracker = Tracker.from_weights(weights, TrackerConfig(size=args.size, device=args.device),
-                                       backend=args.backend)
+        tracker = build_tracker(weights, TrackerConfig(size=args.size or None,
+                                                       backend=args.backend, device=args.device))
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
     results = score_sequences(tracker, sequences, args.max_frames, args.out,

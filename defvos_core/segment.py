@@ -18,9 +18,12 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from defvos_core.config import TrackerConfig
+from defvos_core.build import build_tracker
+from defvos_core.config import BACKENDS, OnnxConfig, TrackerConfig
 from defvos_core.data.masks import overlay, read_label_map, write_label_map
 from defvos_core.data.video_io import VideoWriter, count_frames, iter_video_frames
+from defvos_core.errors import SeedError
+from defvos_core.inference.seeds import check_seed
 from defvos_core.inference.tracker import Tracker
 from defvos_core.inference.video import segment_frames
 
@@ -45,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--weights", type=Path, default=None,
                         help="weights file (default: the shipped student)")
-    parser.add_argument("--size", type=int, default=240,
-                        help="short side the frames are processed at (0: input size)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    parser.add_argument("--size", type=int, default=TrackerConfig.size,
+                        help="short side the frames are processed at (0: input size; "
+                        f"default {TrackerConfig.size})")
+    parser.add_argument("--device", default=TrackerConfig.device, help="cpu or cuda")
+    parser.add_argument("--backend", default=TrackerConfig.backend, choices=BACKENDS)
     parser.add_argument("--providers", default=None,
                         help="onnxruntime providers, comma separated (default: best available)")
     parser.add_argument("--fp16", action="store_true", help="half precision (CUDA)")
@@ -60,13 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_tracker(args: argparse.Namespace) -> Tracker:
+    """Build the tracker the command line asks for."""
+    providers = [p.strip() for p in (args.providers or "").split(",") if p.strip()]
     config = TrackerConfig(size=args.size or None, mem_every=args.mem_every,
-                           max_memory_frames=args.max_memory_frames, device=args.device,
-                           fp16=args.fp16)
-    options = {}
-    if args.backend == "onnxruntime" and args.providers:
-        options["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
-    return Tracker.from_weights(args.weights, config, backend=args.backend, **options)
+                           max_memory_frames=args.max_memory_frames, backend=args.backend,
+                           device=args.device, fp16=args.fp16,
+                           onnx=OnnxConfig(providers=providers))
+    return build_tracker(args.weights, config)
 
 
 def run(args: argparse.Namespace) -> SegmentSummary:
@@ -76,13 +80,12 @@ def run(args: argparse.Namespace) -> SegmentSummary:
     if not args.seed.is_file():
         raise FileNotFoundError(f"{args.seed}: seed mask not found")
     seed = read_label_map(args.seed)
-    if not seed.any():
-        raise ValueError(f"{args.seed}: seed mask has no object (all pixels are 0)")
     frames = iter_video_frames(args.frames)
     first_stem, first_frame = next(frames)  # raises ValueError naming the file/video
-    if first_frame.shape[:2] != seed.shape:
-        raise ValueError(f"{args.seed}: seed size {seed.shape[1]}x{seed.shape[0]} differs from "
-                         f"the frame size {first_frame.shape[1]}x{first_frame.shape[0]}")
+    try:
+        check_seed(seed, first_frame.shape)  # the tracker's own checks, before it is built
+    except SeedError as error:
+        raise ValueError(f"{args.seed}: {error}") from error
     tracker = make_tracker(args)
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -39,9 +39,10 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from defvos_core.config import BACKENDS, TrackerConfig
 from defvos_ros.demo import SAMPLE, start_node_process, stop_node_process
 from defvos_ros.image_conversion import numpy_to_image
-from defvos_ros.play import spin_in_thread, stamp_ns
+from defvos_ros.ros_helpers import spin_in_thread, stamp_to_ns
 
 # As in the node (defvos_ros/node.py): sleeping OpenMP threads, so that the bare tracker
 # is timed the way the node runs it. Set before torch is imported (in bare_tracker).
@@ -82,7 +83,7 @@ class BenchClient(Node):
     def _on_mask(self, msg: Image) -> None:
         now = time.time_ns()
         with self._arrived:
-            self.arrivals[stamp_ns(msg.header.stamp)] = now
+            self.arrivals[stamp_to_ns(msg.header.stamp)] = now
             self._arrived.notify_all()
 
     def ready(self) -> bool:
@@ -94,7 +95,7 @@ class BenchClient(Node):
         """Stamp ``msg`` now (ROS time = system time here) and publish it; returns the stamp."""
         msg.header.stamp = self.get_clock().now().to_msg()
         self.image_pub.publish(msg)
-        return stamp_ns(msg.header.stamp)
+        return stamp_to_ns(msg.header.stamp)
 
     def seed(self, labels: np.ndarray, stamp: int) -> None:
         msg = numpy_to_image(labels.astype(np.uint8), 'mono8')
@@ -135,12 +136,11 @@ def bare_tracker(seed_frame: np.ndarray, seed: np.ndarray, args):
     """Return a seeded Tracker configured like the node (same size, threads, backend)."""
     import torch
 
-    from defvos_core.config import TrackerConfig
-    from defvos_core.inference.tracker import Tracker
+    from defvos_core.build import build_tracker
 
     torch.set_num_threads(args.threads)
-    tracker = Tracker.from_weights(args.weights or None, config=TrackerConfig(size=args.size),
-                                   backend=args.backend)
+    tracker = build_tracker(args.weights or None,
+                            TrackerConfig(size=args.size, backend=args.backend))
     tracker.add_objects(seed_frame, seed)
     return tracker
 
@@ -298,12 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--frames', type=int, default=60, help='frames timed per measurement')
     parser.add_argument('--soak', type=int, default=0, help='soak frames (0 = no soak)')
-    parser.add_argument('--size', type=int, default=240, help='processing size')
+    parser.add_argument('--size', type=int, default=TrackerConfig.size, help='processing size')
     parser.add_argument('--soak-size', type=int, default=64, help='frame size of the soak')
     parser.add_argument('--threads', type=int, default=2, help='torch threads')
     parser.add_argument('--camera-fps', type=float, default=30.0)
     parser.add_argument('--weights', default='')
-    parser.add_argument('--backend', default='torch', choices=('torch', 'onnxruntime'))
+    parser.add_argument('--backend', default=TrackerConfig.backend, choices=BACKENDS)
     parser.add_argument('--domain-id', type=int, help="ROS_DOMAIN_ID (default: the env's)")
     return parser
 

@@ -32,11 +32,13 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
+from defvos_core.config import BACKENDS, TrackerConfig
 from defvos_core.data.masks import read_label_map
 from defvos_core.data.video_io import iter_video_frames
 from defvos_core.evaluation.metrics import evaluate_sequence, summarize
-from defvos_ros.play import Player, spin_in_thread
+from defvos_ros.play import Player
 from defvos_ros.recorder import Recorder
+from defvos_ros.ros_helpers import spin_in_thread
 
 SAMPLE = Path(__file__).resolve().parents[1] / 'defvos_core' / 'assets' / 'sample' / 'bear'
 
@@ -49,12 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--clip', default=str(SAMPLE),
                         help='clip folder with frames/ and masks/ (default: the sample)')
     parser.add_argument('--frames', type=int, default=0, help='first N frames only (>= 3)')
-    parser.add_argument('--size', type=int, default=240, help='processing size of the node')
+    parser.add_argument('--size', type=int, default=TrackerConfig.size,
+                        help='processing size of the node')
     parser.add_argument('--rate', type=float, default=0.0,
                         help='player fps; 0 = lockstep (every frame segmented)')
     parser.add_argument('--threads', type=int, default=2, help='torch threads of the node')
     parser.add_argument('--weights', default='', help='weights file (default: shipped)')
-    parser.add_argument('--backend', default='torch', choices=('torch', 'onnxruntime'))
+    parser.add_argument('--backend', default=TrackerConfig.backend, choices=BACKENDS)
     parser.add_argument('--bag', action='store_true', help='also record OUT/masks_bag')
     parser.add_argument('--domain-id', type=int,
                         help='ROS_DOMAIN_ID for the demo (default: the environment\'s)')

@@ -28,9 +28,19 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from defvos_core.errors import InputError
 
-class ImageConversionError(ValueError):
-    """A message or array cannot be converted (bad encoding, sizes or data)."""
+
+class ImageConversionError(InputError):
+    """A message or array cannot be converted; ``kind`` says why.
+
+    Kinds: ``image_encoding`` (unsupported encoding), ``image_empty`` (zero width or
+    height), ``image_data`` (sizes, step or data length inconsistent), ``compressed`` (a
+    CompressedImage that cannot be decoded).
+    """
+
+    def __init__(self, message: str, kind: str = 'image_data') -> None:
+        super().__init__(kind, message)
 
 
 class _Layout(NamedTuple):
@@ -91,7 +101,7 @@ def _layout(encoding: str) -> _Layout:
     except KeyError:
         raise ImageConversionError(
             f"unsupported image encoding '{encoding}'; expected one of "
-            f'{sorted(_LAYOUTS)}') from None
+            f'{sorted(_LAYOUTS)}', 'image_encoding') from None
 
 
 def _buffer_as_uint8(data) -> np.ndarray:
@@ -117,7 +127,7 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     if height == 0 or width == 0:
         raise ImageConversionError(
             f"image is empty ({width}x{height}, encoding '{encoding}'); "
-            'expected width and height > 0')
+            'expected width and height > 0', 'image_empty')
     if encoding in _YUV422_ENCODINGS and width % 2:
         raise ImageConversionError(
             f"encoding '{encoding}' needs an even width (two pixels share one U/V pair), "
@@ -161,7 +171,7 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     if msg.encoding not in _TO_RGB:
         raise ImageConversionError(
             f"unsupported image encoding '{msg.encoding}' for RGB conversion; expected one of "
-            f'{list(SUPPORTED_IMAGE_ENCODINGS)}')
+            f'{list(SUPPORTED_IMAGE_ENCODINGS)}', 'image_encoding')
     pixels = image_to_numpy(msg)
     code = _TO_RGB[msg.encoding]
     if code is None:
@@ -179,7 +189,7 @@ def image_to_labels(msg: Image) -> np.ndarray:
     if msg.encoding not in SUPPORTED_LABEL_ENCODINGS:
         raise ImageConversionError(
             f"label map must have one of the encodings {list(SUPPORTED_LABEL_ENCODINGS)}, "
-            f"got '{msg.encoding}'")
+            f"got '{msg.encoding}'", 'image_encoding')
     return image_to_numpy(msg).astype(np.int32)
 
 
@@ -251,20 +261,21 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     if 'compresseddepth' in fmt.lower():
         raise ImageConversionError(
             f"CompressedImage format '{fmt}' is a compressedDepth image, expected a colour "
-            'image (jpeg or png)')
+            'image (jpeg or png)', 'compressed')
     encoded = _buffer_as_uint8(msg.data)
     if encoded.size == 0:
-        raise ImageConversionError(f"CompressedImage data is empty (format '{fmt}')")
+        raise ImageConversionError(f"CompressedImage data is empty (format '{fmt}')",
+                                   'compressed')
     try:
         bgr = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
     except cv2.error as error:
         raise ImageConversionError(
             f"could not decode CompressedImage (format '{fmt}', {encoded.size} bytes): "
-            f'{error}') from error
+            f'{error}', 'compressed') from error
     if bgr is None:
         raise ImageConversionError(
             f"could not decode CompressedImage (format '{fmt}', {encoded.size} bytes): "
-            'data is corrupt or not an image')
+            'data is corrupt or not an image', 'compressed')
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

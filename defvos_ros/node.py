@@ -26,7 +26,6 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
@@ -43,11 +42,12 @@ from std_msgs.msg import Float32MultiArray, MultiArrayDimension, UInt8
 from std_srvs.srv import Trigger
 
 from defvos_core.data.masks import overlay
-from defvos_ros.image_conversion import (SUPPORTED_IMAGE_ENCODINGS, ImageConversionError,
-                                         compressed_to_rgb, image_to_labels, image_to_rgb,
-                                         numpy_to_image)
-from defvos_ros.parameters import MAX_OBJECT_ID, NodeSettings, declare_parameters, \
-    validate_update
+from defvos_core.errors import FrameError, SeedError
+from defvos_core.inference.seeds import check_seed
+from defvos_ros.image_conversion import (ImageConversionError, compressed_to_rgb,
+                                         image_to_labels, image_to_rgb, numpy_to_image)
+from defvos_ros.parameters import NodeSettings, declare_parameters, validate_update
+from defvos_ros.ros_helpers import format_stamp, stamp_to_ns
 from defvos_ros.seed_buffer import BufferedFrame, FrameRingBuffer
 from defvos_ros.stats import PipelineStats
 
@@ -75,16 +75,6 @@ Frame = Union[Image, CompressedImage]
 
 class StartupError(RuntimeError):
     """The node cannot start (bad parameter, missing weights, backend unavailable)."""
-
-
-def stamp_to_ns(stamp) -> int:
-    """Return a builtin_interfaces/Time as integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def format_stamp(stamp_ns: int) -> str:
-    """Return a stamp as 'sec.nanosec' (what `ros2 topic echo` shows)."""
-    return f'{stamp_ns // 1_000_000_000}.{stamp_ns % 1_000_000_000:09d}'
 
 
 def objects_message(result: TrackResult, pixels: int) -> Float32MultiArray:
@@ -200,7 +190,8 @@ class DefvosNode(Node):
                                         daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f'ready: {settings.backend} on {settings.device}, size {settings.size or "input"}'
+            f'ready: {settings.tracker.backend} on {settings.tracker.device}, size '
+            f'{settings.tracker.size or "input"}'
             f", frames from '{self.image_topic}' ({settings.image_qos_reliability}, depth "
             f"{settings.image_qos_depth}), seeds from '{self.seed_topic}', masks on "
             f"'{self.masks_pub.topic_name}' ({settings.masks_qos_reliability})")
@@ -209,27 +200,20 @@ class DefvosNode(Node):
     def _load_tracker(self) -> Tracker:
         import torch
 
-        from defvos_core.inference.tracker import Tracker
-        from defvos_core.model.checkpoint import resolve_weights
+        from defvos_core.build import build_tracker
 
         settings = self.settings
         if settings.num_threads:
             torch.set_num_threads(settings.num_threads)
-        if settings.weights and not Path(settings.weights).exists():
-            raise StartupError(f"weights file not found: {settings.weights} (parameter "
-                               "'weights')")
         try:
-            weights = settings.weights or str(resolve_weights(None))
+            return build_tracker(settings.weights or None, settings.tracker)
         except FileNotFoundError as error:
-            raise StartupError(f"{error} (parameter 'weights' is empty)") from error
-        try:
-            return Tracker.from_weights(weights, config=settings.tracker_config(),
-                                        backend=settings.backend,
-                                        **settings.backend_options())
+            raise StartupError(f"{error} (parameter 'weights')") from error
         except Exception as error:  # torch/onnxruntime raise many types; report them all
             raise StartupError(
-                f"cannot start the '{settings.backend}' tracker on device "
-                f"'{settings.device}' with weights {weights}: {type(error).__name__}: "
+                f"cannot start the '{settings.tracker.backend}' tracker on device "
+                f"'{settings.tracker.device}' with weights "
+                f"{settings.weights or '(shipped student)'}: {type(error).__name__}: "
                 f'{error}') from error
 
     def destroy_node(self) -> None:
@@ -297,8 +281,7 @@ class DefvosNode(Node):
         if reason is not None:
             return SetParametersResult(successful=False, reason=reason)
         for parameter in parameters:
-            if hasattr(self.settings, parameter.name):
-                setattr(self.settings, parameter.name, parameter.value)
+            self.settings.set_parameter(parameter.name, parameter.value)
         return SetParametersResult(successful=True)
 
     def _log_summary(self) -> None:
@@ -342,16 +325,8 @@ class DefvosNode(Node):
                 return compressed_to_rgb(msg)
             return image_to_rgb(msg)
         except ImageConversionError as error:
-            if isinstance(msg, CompressedImage):
-                kind = 'compressed'
-            elif msg.encoding not in SUPPORTED_IMAGE_ENCODINGS:
-                kind = 'image_encoding'
-            elif msg.width == 0 or msg.height == 0:
-                kind = 'image_empty'
-            else:
-                kind = 'image_data'
-            self.warnings.warn(kind, f"frame on '{self.image_topic}' (stamp "
-                                     f'{format_stamp(frame.stamp_ns)}) dropped: {error}')
+            self.warnings.warn(error.kind, f"frame on '{self.image_topic}' (stamp "
+                               f'{format_stamp(frame.stamp_ns)}) dropped: {error}')
             return None
 
     def _process_frame(self, frame: BufferedFrame[Frame]) -> None:
@@ -363,8 +338,8 @@ class DefvosNode(Node):
                 return  # nothing is published while no object is tracked
             try:
                 result = self.tracker.step(rgb)
-            except ValueError as error:
-                self.warnings.warn('frame_size', f"frame on '{self.image_topic}' dropped: "
+            except FrameError as error:
+                self.warnings.warn(error.kind, f"frame on '{self.image_topic}' dropped: "
                                    f"{error} (call '{RESET_SERVICE}', then send a seed)")
                 return
             self._publish(result, frame, rgb)
@@ -415,19 +390,10 @@ class DefvosNode(Node):
             self.warnings.warn('seed_frame_invalid', f'{where} rejected: its frame could not '
                                'be converted')
             return
-        if labels.shape != rgb.shape[:2]:
-            self.warnings.warn(
-                'seed_size', f'{where} rejected: it is {labels.shape[1]}x{labels.shape[0]} but '
-                f'its frame is {rgb.shape[1]}x{rgb.shape[0]} (a seed must have its frame\'s '
-                'size)')
-            return
-        seed_ids = [int(i) for i in np.unique(labels) if i != 0]
-        if not seed_ids:
-            self.warnings.warn('seed_empty', f'{where} rejected: no object (every pixel is 0)')
-            return
-        if seed_ids[0] < 0 or seed_ids[-1] > MAX_OBJECT_ID:
-            self.warnings.warn('seed_ids', f'{where} rejected: object ids must be in '
-                               f'1..{MAX_OBJECT_ID}, got {seed_ids}')
+        try:
+            labels, seed_ids = check_seed(labels, rgb.shape)
+        except SeedError as error:
+            self.warnings.warn(error.kind, f'{where} rejected: {error}')
             return
         with self._tracker_lock:
             if seed.generation != self._generation:
@@ -442,8 +408,8 @@ class DefvosNode(Node):
                 return
             try:
                 result = self.tracker.add_objects(rgb, labels)
-            except ValueError as error:
-                self.warnings.warn('seed_rejected', f'{where} rejected: {error}')
+            except (SeedError, FrameError) as error:
+                self.warnings.warn(error.kind, f'{where} rejected: {error}')
                 return
             published = self._publish(result, frame, rgb, only_if_newest=True)
         self._take_latest(frame.stamp_ns)  # that frame is done; do not step it twice

@@ -3,8 +3,12 @@
 Every parameter is declared here with a description, a range where one applies, and
 ``read_only`` when it only takes effect at start-up (model, QoS, topics). The few that may
 change at run time (``overlay``, ``max_objects``, ``seed_tolerance_sec``, ``seed_wait_sec``)
-are validated by ``validate_update``. ``config/defvos.yaml`` lists them all with the same
-defaults.
+are validated by ``validate_update``.
+
+One source for each default: the tracker's parameters (``size``, ``mem_every``, ...,
+``providers``) are fields of ``defvos_core.config.TrackerConfig`` and take its defaults
+(``TRACKER_PARAMETERS`` maps names); the node's own are the fields of ``NodeSettings``.
+``config/defvos.yaml`` lists them all with the same values (a test ties the three).
 """
 
 from __future__ import annotations
@@ -18,26 +22,47 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 
-from defvos_core.config import TrackerConfig
+from defvos_core.config import BACKENDS, MAX_OBJECT_ID, OnnxConfig, TrackerConfig
 
-BACKENDS = ('torch', 'onnxruntime')
 RELIABILITIES = ('best_effort', 'reliable')
-MAX_OBJECT_ID = 255  # masks are mono8 label maps
+
+#: Node parameter name -> field of TrackerConfig ('onnx.providers': a field of its OnnxConfig).
+TRACKER_PARAMETERS: dict[str, str] = {
+    'backend': 'backend',
+    'device': 'device',
+    'providers': 'onnx.providers',
+    'fp16': 'fp16',
+    'size': 'size',
+    'mem_every': 'mem_every',
+    'max_memory_frames': 'max_memory_frames',
+    'max_seed_frames': 'max_seed_frames',
+}
+
+
+def _tracker_value(config: TrackerConfig, path: str) -> Any:
+    value: Any = config
+    for part in path.split('.'):
+        value = getattr(value, part)
+    if path == 'size':
+        return value or 0  # a ROS parameter cannot be None: 0 means the input resolution
+    return list(value) if isinstance(value, list) else value
+
+
+def tracker_config_from(values: dict[str, Any]) -> TrackerConfig:
+    """Return the TrackerConfig that tracker parameter values (by node name) describe."""
+    plain = {name: values[name] for name in TRACKER_PARAMETERS if name in values}
+    onnx = OnnxConfig(providers=list(plain.pop('providers', None) or []))
+    if 'size' in plain:
+        plain['size'] = plain['size'] or None
+    return TrackerConfig(onnx=onnx, **plain)
 
 
 @dataclass
 class NodeSettings:
-    """Typed values of the node's parameters (defaults = the shipped config/defvos.yaml)."""
+    """Typed values of the node's parameters; tracker settings live in ``tracker``."""
 
     weights: str = ''  # '' = the shipped student
-    backend: str = 'torch'
-    device: str = 'cpu'
-    providers: list[str] = field(default_factory=list)  # onnxruntime providers; [] = default
-    fp16: bool = False
-    size: int = 240  # short side the frames are processed at; 0 = input resolution
-    mem_every: int = 5
-    max_memory_frames: int = 6
-    max_seed_frames: int = 4
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
     max_objects: int = 10
     seed_tolerance_sec: float = 0.01
@@ -52,19 +77,6 @@ class NodeSettings:
     summary_period_sec: float = 10.0
     warning_throttle_sec: float = 5.0
 
-    def tracker_config(self) -> TrackerConfig:
-        """Return the engine settings these parameters describe."""
-        return TrackerConfig(size=self.size or None, mem_every=self.mem_every,
-                             max_memory_frames=self.max_memory_frames,
-                             max_seed_frames=self.max_seed_frames, device=self.device,
-                             fp16=self.fp16)
-
-    def backend_options(self) -> dict[str, Any]:
-        """Return the keyword options Tracker.from_weights passes to the backend."""
-        if self.backend == 'onnxruntime' and self.providers:
-            return {'providers': list(self.providers)}
-        return {}
-
     def image_qos(self) -> QoSProfile:
         """Return the image subscriptions' QoS (default: best effort, depth 1, as sensor data)."""
         return _qos(self.image_qos_reliability, self.image_qos_depth)
@@ -72,6 +84,33 @@ class NodeSettings:
     def masks_qos(self) -> QoSProfile:
         """Return the QoS of the mask, objects and overlay publishers (reliable by default)."""
         return _qos(self.masks_qos_reliability, self.masks_qos_depth)
+
+    def parameter_values(self) -> dict[str, Any]:
+        """Return every parameter by name, as declared on the node."""
+        values = {item.name: getattr(self, item.name) for item in fields(self)
+                  if item.name != 'tracker'}
+        values.update({name: _tracker_value(self.tracker, path)
+                       for name, path in TRACKER_PARAMETERS.items()})
+        return values
+
+    @classmethod
+    def from_parameter_values(cls, values: dict[str, Any]) -> 'NodeSettings':
+        """Return the settings that parameter values (by name) describe."""
+        own = {item.name: values[item.name] for item in fields(cls)
+               if item.name != 'tracker' and item.name in values}
+        return cls(tracker=tracker_config_from(values), **own)
+
+    def set_parameter(self, name: str, value: Any) -> None:
+        """Apply one (validated) run-time parameter change."""
+        if name in TRACKER_PARAMETERS:
+            raise ValueError(f"parameter '{name}' is read-only")
+        if any(item.name == name for item in fields(self)):
+            setattr(self, name, value)
+
+
+def parameter_defaults() -> dict[str, Any]:
+    """Return the default of every node parameter (what config/defvos.yaml lists)."""
+    return NodeSettings().parameter_values()
 
 
 def _qos(reliability: str, depth: int) -> QoSProfile:
@@ -164,22 +203,18 @@ def declare_parameters(node: Node) -> NodeSettings:
     Raises rclpy's ParameterException for an out-of-range or mistyped override and
     ValueError for a value outside its choices, naming the parameter.
     """
-    defaults = NodeSettings()
     values: dict[str, Any] = {}
-    for item in fields(NodeSettings):
-        default = getattr(defaults, item.name)
-        descriptor = _descriptor(item.name, SPECS[item.name], default)
+    for name, default in parameter_defaults().items():
+        descriptor = _descriptor(name, SPECS[name], default)
         if isinstance(default, list):
-            value = node.declare_parameter(item.name, Parameter.Type.STRING_ARRAY,
-                                           descriptor).value
+            value = node.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor).value
             value = list(value) if value else []  # an empty YAML list arrives as None
         else:
-            value = node.declare_parameter(item.name, default, descriptor).value
-        values[item.name] = value
-    settings = NodeSettings(**values)
+            value = node.declare_parameter(name, default, descriptor).value
+        values[name] = value
     for name, value in values.items():
         check_value(name, value)
-    return settings
+    return NodeSettings.from_parameter_values(values)
 
 
 def check_value(name: str, value: Any) -> None:

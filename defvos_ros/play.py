@@ -29,7 +29,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from rclpy.duration import Duration
-from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -38,6 +38,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from defvos_ros.image_conversion import numpy_to_image
+from defvos_ros.ros_helpers import spin_in_thread, stamp_to_ns
 
 ImageMessage = Union[Image, CompressedImage]
 MAX_SENT_RECORDS = 100_000
@@ -45,24 +46,6 @@ MAX_UNCLAIMED_MASKS = 10_000
 FLUSH_TIMEOUT = 5.0  # s: wait for reliable subscribers' acks before exiting
 BAG_IMAGE_TYPES = {'sensor_msgs/msg/Image': Image,
                    'sensor_msgs/msg/CompressedImage': CompressedImage}
-
-
-def spin_in_thread(executor: Executor) -> threading.Thread:
-    """Spin ``executor`` in a daemon thread until it is shut down."""
-    def spin() -> None:
-        try:
-            executor.spin()
-        except ExternalShutdownException:
-            pass
-
-    thread = threading.Thread(target=spin, name='defvos-executor', daemon=True)
-    thread.start()
-    return thread
-
-
-def stamp_ns(stamp: Time) -> int:
-    """Return a builtin_interfaces/Time as integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def read_bag_images(bag: Union[str, Path], topic: str) -> Iterator[tuple[int, ImageMessage]]:
@@ -110,7 +93,7 @@ class Player(Node):
         with self._masks_lock:
             if len(self._masks_seen) >= MAX_UNCLAIMED_MASKS:  # bounded on endless loops
                 self._masks_seen.clear()
-            self._masks_seen.add(stamp_ns(msg.header.stamp))
+            self._masks_seen.add(stamp_to_ns(msg.header.stamp))
             self._masks_lock.notify_all()
 
     def wait_for_mask(self, stamp: int, timeout: float = 10.0) -> bool:
@@ -175,7 +158,7 @@ class Player(Node):
 
     def _sent(self, name: str, header: Header) -> None:
         self.frames_published += 1
-        self.sent.append((name, stamp_ns(header.stamp)))
+        self.sent.append((name, stamp_to_ns(header.stamp)))
 
     def publish_seed(self, labels: np.ndarray, header: Header) -> None:
         """Publish an (H, W) label map as a mono8 seed with its frame's header."""
@@ -211,7 +194,7 @@ class Player(Node):
                 self.publish_seed(seed, seed_header)
                 seed_sent = True
                 if lockstep:
-                    missing += not self.wait_for_mask(stamp_ns(seed_header.stamp),
+                    missing += not self.wait_for_mask(stamp_to_ns(seed_header.stamp),
                                                       wait_timeout)
             if isinstance(frame, (Image, CompressedImage)):
                 header = self.publish_message(frame, name)
@@ -223,12 +206,12 @@ class Player(Node):
                     self.publish_seed(seed, header)
                     seed_sent = True
             if lockstep and seed_sent:
-                missing += not self.wait_for_mask(stamp_ns(header.stamp), wait_timeout)
+                missing += not self.wait_for_mask(stamp_to_ns(header.stamp), wait_timeout)
         if not seed_sent and seed_header is not None:  # clip shorter than the seed delay
             _sleep_until(first_time + seed_delay)
             self.publish_seed(seed, seed_header)
             if lockstep:
-                missing += not self.wait_for_mask(stamp_ns(seed_header.stamp), wait_timeout)
+                missing += not self.wait_for_mask(stamp_to_ns(seed_header.stamp), wait_timeout)
         return missing
 
 

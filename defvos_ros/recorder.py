@@ -34,7 +34,7 @@ from sensor_msgs.msg import Image
 from defvos_core.data.masks import write_label_map
 from defvos_core.data.video_io import VideoWriter
 from defvos_ros.image_conversion import ImageConversionError, image_to_labels, image_to_rgb
-from defvos_ros.play import stamp_ns
+from defvos_ros.ros_helpers import stamp_to_ns
 
 IMAGE_MSGTYPE = 'sensor_msgs/msg/Image'
 
@@ -145,7 +145,7 @@ class Recorder(Node):
                 self.get_logger().warning(f'mask skipped: {error}', throttle_duration_sec=5.0)
                 return
             self.masks_received += 1
-            stamp = stamp_ns(msg.header.stamp)
+            stamp = stamp_to_ns(msg.header.stamp)
             if self.keep_masks:
                 self.masks[stamp] = labels
             if self.masks_dir is not None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from defvos_core.build import build_tracker
 from defvos_core.config import TrackerConfig
 from defvos_core.data.sequences import VideoSequence
 from defvos_core.data.video_io import list_frame_files
-from defvos_core.evaluate import score_sequences
 from defvos_core.evaluation.metrics import summarize
-from defvos_core.inference.tracker import Tracker
+from defvos_core.evaluation.tracking import score_sequences
 from defvos_core.model.checkpoint import (
     DEFAULT_STUDENT_WEIGHTS,
     DEFAULT_TEACHER_WEIGHTS,
@@ -55,7 +55,7 @@ def test_recorded_score_matches_the_sample_clip():
     recorded = read_weights(DEFAULT_STUDENT_WEIGHTS)["meta"]["heldout_eval"]["per_sequence"]
     frames = list_frame_files(SAMPLE / "frames")
     masks = {index: SAMPLE / "masks" / f"{path.stem}.png" for index, path in enumerate(frames)}
-    tracker = Tracker.from_weights(None, TrackerConfig(size=240, device="cpu"))
+    tracker = build_tracker(None, TrackerConfig(size=240, device="cpu"))
     # The scoring path of `evaluate --split val`, which wrote heldout_eval.
     score = summarize(score_sequences(tracker, [VideoSequence("bear", frames, masks)]))
     assert score["sequences"]["bear"]["J&F"] == pytest.approx(recorded["bear"], abs=2e-3)

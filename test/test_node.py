@@ -46,15 +46,17 @@ from std_msgs.msg import Float32MultiArray, Header, String, UInt8
 from std_srvs.srv import Trigger
 
 import defvos_core
+from defvos_core.build import build_tracker
 from defvos_core.config import TrackerConfig
 from defvos_core.data.masks import overlay, read_label_map, write_label_map
 from defvos_core.data.video_io import iter_video_frames
 from defvos_core.evaluation.metrics import region_jaccard
-from defvos_core.inference.tracker import Tracker
 from defvos_ros.image_conversion import image_to_rgb, numpy_to_image, rgb_to_compressed
 from defvos_ros.node import DefvosNode, StartupError, objects_message
-from defvos_ros.parameters import SPECS, NodeSettings
-from defvos_ros.play import Player, stamp_ns
+from defvos_ros.parameters import (SPECS, NodeSettings, parameter_defaults,
+                                   tracker_config_from)
+from defvos_ros.play import Player
+from defvos_ros.ros_helpers import stamp_to_ns
 from defvos_ros.recorder import Recorder
 from defvos_ros.stats import PipelineStats
 
@@ -263,7 +265,7 @@ class Client:
 
     def _on_mask(self, msg: Image) -> None:
         with self._lock:
-            self.masks[stamp_ns(msg.header.stamp)] = msg
+            self.masks[stamp_to_ns(msg.header.stamp)] = msg
             self.mask_log.append(msg)
 
     def _on_objects(self, msg: Float32MultiArray) -> None:
@@ -272,7 +274,7 @@ class Client:
 
     def _on_overlay(self, msg: Image) -> None:
         with self._lock:
-            self.overlays[stamp_ns(msg.header.stamp)] = msg
+            self.overlays[stamp_to_ns(msg.header.stamp)] = msg
 
     def subscribe_overlay(self) -> None:
         self.overlay_sub = self.ros_node.create_subscription(Image, self.names['overlay'],
@@ -303,7 +305,7 @@ class Client:
         """Wait for the ``number``-th mask stamped ``stamp``; return its labels."""
         def masks():
             with self._lock:
-                return [m for m in self.mask_log if stamp_ns(m.header.stamp) == stamp]
+                return [m for m in self.mask_log if stamp_to_ns(m.header.stamp) == stamp]
 
         assert wait_until(lambda: len(masks()) >= number), f'{len(masks())} masks for {stamp}'
         return labels_of(masks()[number - 1])
@@ -377,7 +379,7 @@ def pipeline(ros):
 
 def offline_labels(frames, seed, weights=None) -> list[np.ndarray]:
     """Return the bare Tracker's labels for frames[0] + seed, then each later frame."""
-    tracker = Tracker.from_weights(weights, config=TrackerConfig(size=SIZE))
+    tracker = build_tracker(weights, TrackerConfig(size=SIZE))
     labels = [tracker.add_objects(frames[0], seed).labels]
     labels += [tracker.step(frame).labels for frame in frames[1:]]
     return labels
@@ -394,7 +396,7 @@ def test_tracks_the_sample_clip_over_dds(ros, pipeline, clip):
 
     for stamp, labels in zip(stamps, received):
         msg = client.masks[stamp]
-        assert stamp_ns(msg.header.stamp) == stamp  # copied from the input, never now()
+        assert stamp_to_ns(msg.header.stamp) == stamp  # copied from the input, never now()
         assert msg.header.frame_id == 'test_camera'
         assert (msg.height, msg.width) == frames[0].shape[:2]
         assert 0 < np.count_nonzero(labels == 1) < labels.size  # non-trivial
@@ -433,8 +435,8 @@ def test_namespaced_node_publishes_under_its_namespace(ros, pipeline, clip):
 
 
 def test_onnxruntime_backend_gets_the_providers(ros, pipeline, clip):
-    pytest.importorskip('onnxruntime')
-    providers_module = pytest.importorskip('defvos_core.onnx.providers')
+    from defvos_core.onnx import providers as providers_module
+
     frames, truth = clip
     node, client = pipeline(backend='onnxruntime', providers=['cpu'])
     assert node.tracker.backend.name == 'onnxruntime'
@@ -464,7 +466,7 @@ def test_all_image_encodings_and_padded_rows_are_tracked(ros, pipeline, clip):
     messages.append(padded)
     for msg in messages:
         client.send(msg)
-        received.append(labels_of(client.wait_mask(stamp_ns(msg.header.stamp))))
+        received.append(labels_of(client.wait_mask(stamp_to_ns(msg.header.stamp))))
     # Reference: the bare tracker over the same messages, decoded the same way.
     expected = offline_labels([frames[0]] + [image_to_rgb(m) for m in messages], seed)
     for encoding, mine, theirs in zip(['rgb8', 'bgr8', 'mono8', 'rgba8', 'bgra8', 'yuv422',
@@ -541,7 +543,7 @@ def test_a_later_seed_adds_and_replaces_objects_and_keeps_the_others(ros, pipeli
     received.append(labels_of(client.wait_mask(stamps[5])))
     assert set(client.last_objects()) == {1, 2}
     # the same calls on the bare tracker: seeds applied at their frames, add or replace
-    tracker = Tracker.from_weights(config=TrackerConfig(size=SIZE))
+    tracker = build_tracker(None, TrackerConfig(size=SIZE))
     expected = [tracker.add_objects(frames[0], truth[0]).labels, tracker.step(frames[1]).labels,
                 tracker.step(frames[2]).labels, tracker.add_objects(frames[2], rock).labels,
                 tracker.step(frames[3]).labels, tracker.step(frames[4]).labels,
@@ -761,10 +763,13 @@ def test_parameters_have_descriptors_and_yaml_lists_them_all(ros, pipeline):
     assert node.settings.max_objects == 7
     config = yaml.safe_load((REPO / 'config' / 'defvos.yaml').read_text())
     values = config['/**']['ros__parameters']
-    assert set(values) == set(SPECS)
-    defaults = NodeSettings()
+    defaults = parameter_defaults()
+    assert set(values) == set(SPECS) == set(defaults)
     for name, value in values.items():
-        assert value == getattr(defaults, name), name
+        assert value == defaults[name], name
+    # one source: the tracker's parameters are TrackerConfig's fields and defaults
+    assert tracker_config_from(values) == TrackerConfig() == NodeSettings().tracker
+    assert node.settings.tracker == TrackerConfig(size=SIZE)  # the test's override arrived
 
 
 def test_stats_and_objects_message_layouts():
@@ -848,11 +853,11 @@ def test_player_replays_a_bag_with_original_stamps(ros, tmp_path, clip, storage)
     assert code == 0
     assert wait_until(lambda: len(images) == 3 and len(seeds) == 1, 10.0)
     ros.remove(listener)
-    assert [stamp_ns(m.header.stamp) for m in images] == stamps
+    assert [stamp_to_ns(m.header.stamp) for m in images] == stamps
     assert all(m.header.frame_id == 'bag_camera' for m in images)
     for msg, frame in zip(images, frames):
         assert np.array_equal(image_to_rgb(msg), frame)
-    assert stamp_ns(seeds[0].header.stamp) == stamps[0]
+    assert stamp_to_ns(seeds[0].header.stamp) == stamps[0]
     assert seeds[0].encoding == 'mono8'
 
 
@@ -897,7 +902,7 @@ def test_recorder_writes_masks_bag_pngs_and_overlay_video(ros, tmp_path, clip, s
     with Reader(bag) as reader:
         assert [c.topic for c in reader.connections] == ['/rec/defvos/masks']
         stored = [deserialize_message(bytes(raw), Image) for _, _, raw in reader.messages()]
-    assert [stamp_ns(m.header.stamp) for m in stored] == stamps
+    assert [stamp_to_ns(m.header.stamp) for m in stored] == stamps
     assert np.array_equal(labels_of(stored[1]), masks[1])
 
 

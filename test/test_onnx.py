@@ -2,6 +2,8 @@
 
 import json
 import logging
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -9,7 +11,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from defvos_core.config import TrackerConfig
+from defvos_core.build import build_backend, build_tracker
+from defvos_core.config import OnnxConfig, TrackerConfig
 from defvos_core.data.masks import read_label_map
 from defvos_core.data.video_io import list_frame_files, read_rgb
 from defvos_core.export import main as export_main
@@ -52,9 +55,19 @@ def session_options():
     return options
 
 
-def onnx_backend(**options):
-    """Return the shipped student on onnxruntime, one thread."""
-    return OnnxBackend.from_weights(None, CONFIG, session_options=session_options(), **options)
+def onnx_config(config: TrackerConfig = CONFIG, fp16: bool = False, **onnx_options
+                ) -> TrackerConfig:
+    """Return `config` on the onnxruntime backend with these OnnxConfig fields."""
+    onnx_options = {key: str(value) if isinstance(value, Path) else value
+                    for key, value in onnx_options.items()}
+    return replace(config, backend="onnxruntime", fp16=fp16, onnx=OnnxConfig(**onnx_options))
+
+
+def onnx_backend(weights=None, config: TrackerConfig = CONFIG, fp16: bool = False,
+                 **onnx_options) -> OnnxBackend:
+    """Return `weights` (the shipped student) on onnxruntime, one thread."""
+    return build_backend(weights, onnx_config(config, fp16, **onnx_options),
+                         session_options=session_options())
 
 
 @pytest.fixture(scope="module")
@@ -232,18 +245,18 @@ def test_onnx_tracker_labels_agree_with_pytorch(clip, export_dir, torch_run):
     assert agreement(onnx_labels, torch_labels) >= 0.995
 
 
-def test_tracker_from_weights_selects_the_onnxruntime_backend(clip, tmp_path, defvos_log):
+def test_build_tracker_selects_the_onnxruntime_backend(clip, tmp_path, defvos_log):
     frames, seed, _ = clip
     caplog = defvos_log
-    tracker = Tracker.from_weights(None, CONFIG, backend="onnxruntime", cache_dir=tmp_path,
-                                   session_options=session_options())
+    tracker = build_tracker(None, onnx_config(cache_dir=tmp_path),
+                            session_options=session_options())
     assert tracker.backend.name == "onnxruntime"
     assert tracker.add_objects(frames[0], seed).labels.shape == seed.shape
     assert "exporting" in caplog.text and "runs on CPUExecutionProvider" in caplog.text
     folders = list((tmp_path / "onnx").iterdir())
     assert len(folders) == 1 and "240x432-fp32" in folders[0].name
     caplog.clear()
-    again = OnnxBackend.from_weights(None, CONFIG, cache_dir=tmp_path)
+    again = build_backend(None, onnx_config(cache_dir=tmp_path))
     assert again.prepare(240, 427)["padded_size"] == [240, 432]
     assert "exporting" not in caplog.text  # the cached export is reused
 
@@ -269,17 +282,17 @@ def test_onnx_dir_of_another_size_weights_or_short_side_is_refused(clip, export_
     with pytest.raises(ValueError, match="padded size 240x432.*240x304"):
         tracker.add_objects(small, seed[:, :300])
     with pytest.raises(ValueError, match="short side 240"):
-        OnnxBackend.from_weights(None, TrackerConfig(size=120), onnx_dir=export_dir)
+        onnx_backend(config=TrackerConfig(size=120), onnx_dir=export_dir)
     with pytest.raises(ValueError, match="graphs are fp32, but fp16 was asked for"):
-        OnnxBackend.from_weights(None, CONFIG, onnx_dir=export_dir, fp16=True)
+        onnx_backend(onnx_dir=export_dir, fp16=True)
     model = load_model(None)
     with torch.no_grad():
         model.decoder.head.bias.add_(1.0)
     save_weights(model, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other weights"):
-        OnnxBackend.from_weights(tmp_path / "other.pt", CONFIG, onnx_dir=export_dir)
+        onnx_backend(tmp_path / "other.pt", onnx_dir=export_dir)
     with pytest.raises(FileNotFoundError, match="metadata.json"):
-        OnnxBackend.from_weights(None, CONFIG, onnx_dir=tmp_path)
+        onnx_backend(onnx_dir=tmp_path)
 
 
 # ------------------------------------------------------------------------------ providers
@@ -330,4 +343,4 @@ def test_requested_gpu_provider_that_cannot_run_is_an_error(export_dir):
             assert CUDA in session.get_providers()  # a machine with a working GPU
         return
     with pytest.raises(ProviderError, match="CUDAExecutionProvider.*not available"):
-        OnnxBackend.from_weights(None, CONFIG, providers=["cuda"], onnx_dir=export_dir)
+        onnx_backend(providers=["cuda"], onnx_dir=export_dir)

@@ -14,16 +14,6 @@ from defvos_core.data.video_io import list_frame_files
 #: Held-out validation sequences of `davis2016-train-240p` (5 of its 30 sequences).
 HOLDOUT_SEQUENCES: tuple[str, ...] = ("bear", "car-turn", "hike", "mallard-water", "tennis")
 
-#: `<repo>/../shared/data/davis2016-train-240p`, the default data folder.
-DEFAULT_DAVIS_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" \
-    / "davis2016-train-240p"
-
-
-def default_davis_root() -> Path:
-    """Return the default data folder; a repo-local `.device_data/` copy wins when it exists."""
-    local = Path(__file__).resolve().parents[2] / ".device_data" / "davis2016-train-240p"
-    return local if local.is_dir() and not DEFAULT_DAVIS_ROOT.is_dir() else DEFAULT_DAVIS_ROOT
-
 
 def resolve_split(root: str | Path, split: str) -> list[str]:
     """Sequence names of `split` in a DAVIS-layout `root`.

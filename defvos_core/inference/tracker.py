@@ -1,8 +1,8 @@
 """The inference engine: owns all per-video state (objects, memory, frame geometry).
 
-Usage::
+Usage (`defvos_core.build.build_tracker` makes a ready tracker for either runtime)::
 
-  tracker = Tracker.from_weights()         # shipped student, PyTorch on CPU
+  tracker = build_tracker()                # shipped student, PyTorch on CPU
   tracker.add_objects(first_frame, seed)   # (H, W) label map: 0 background, k object k
   for frame in frames:
       result = tracker.step(frame)         # result.labels: (H, W) uint8 object ids
@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from defvos_core.config import TrackerConfig
-from defvos_core.inference.backend import Backend, TorchBackend
+from defvos_core.errors import FrameError
+from defvos_core.inference.backend import Backend
 from defvos_core.inference.memory import MemoryFrame, MemoryManager
 from defvos_core.inference.objects import ObjectManager
 from defvos_core.inference.preprocess import (
@@ -25,9 +26,8 @@ from defvos_core.inference.preprocess import (
     labels_to_stride4,
     probabilities_to_input,
 )
+from defvos_core.inference.seeds import check_seed
 from defvos_core.model.vos_model import FrameFeatures, mask_to_stride4
-
-MAX_OBJECT_ID = 255  # masks are published as mono8 label maps
 
 
 @dataclass
@@ -54,23 +54,6 @@ class Tracker:
                                     self.config.max_seed_frames)
         self.geometry: FrameGeometry | None = None
         self.frame_index = -1
-
-    @classmethod
-    def from_weights(cls, weights: str | None = None, config: TrackerConfig | None = None,
-                     backend: str = "torch", **backend_options) -> "Tracker":
-        """Build a tracker over a weights file (None: the shipped student) on the named backend."""
-        config = config or TrackerConfig()
-        if backend == "torch":
-            from defvos_core.model.checkpoint import load_model
-
-            compute: Backend = TorchBackend(load_model(weights), config.device, config.fp16)
-        elif backend == "onnxruntime":
-            from defvos_core.onnx.runtime import OnnxBackend
-
-            compute = OnnxBackend.from_weights(weights, config=config, **backend_options)
-        else:
-            raise ValueError(f"unknown backend {backend!r}: expected 'torch' or 'onnxruntime'")
-        return cls(compute, config)
 
     # ----------------------------------------------------------------------- state changes
     @property
@@ -99,18 +82,13 @@ class Tracker:
     def add_objects(self, frame: np.ndarray, label_map: np.ndarray) -> TrackResult:
         """Add or replace the objects of `label_map` at this frame; others keep being tracked.
 
-        frame: (H, W, 3) uint8 RGB; label_map: (H, W) integers, 0 background, k object k.
+        frame: (H, W, 3) uint8 RGB; label_map: (H, W) integers, 0 background, k object k,
+        255 void (background; see `defvos_core.inference.seeds`).
         Returns this frame's segmentation (the seed objects plus the tracked ones).
+        Raises SeedError / FrameError (with their `kind`) on bad input.
         """
-        seed = np.asarray(label_map)
-        if seed.ndim != 2 or seed.shape != frame.shape[:2]:
-            raise ValueError(f"seed mask of size {seed.shape} does not match the frame "
-                             f"size {frame.shape[:2]}")
-        seed_ids = [int(i) for i in np.unique(seed) if i != 0]
-        if not seed_ids:
-            raise ValueError("seed mask has no object (all pixels are 0)")
-        if seed_ids[0] < 0 or seed_ids[-1] > MAX_OBJECT_ID:
-            raise ValueError(f"object ids must be in 1..{MAX_OBJECT_ID}, got {seed_ids}")
+        self._check_frame(frame)
+        seed, seed_ids = check_seed(label_map, frame.shape)
         image = self._prepare(frame)
         features = self.backend.encode(image)
         previous_ids = self.object_ids
@@ -129,7 +107,7 @@ class Tracker:
             self.memory.edit_masks(lambda mask: _grow_banks(_erase_slots(mask, replaced), banks),
                                    self.backend.encode_identity)
 
-        seed_padded = torch.from_numpy(labels_to_stride4(seed.astype(np.int64), self.geometry))
+        seed_padded = torch.from_numpy(labels_to_stride4(seed, self.geometry))
         seed_padded = seed_padded.to(self.backend.device)
         seed_s4 = {object_id: mask_to_stride4((seed_padded == object_id).float()[None, None])[0, 0]
                    for object_id in seed_ids}  # each (h4, w4)
@@ -158,7 +136,7 @@ class Tracker:
     def step(self, frame: np.ndarray, return_probabilities: bool = False) -> TrackResult:
         """Segment the next frame of the stream (an (H, W, 3) uint8 RGB array)."""
         if not len(self.objects):
-            self._check_size(frame)
+            self._check_frame(frame)
             self.frame_index += 1
             return TrackResult(np.zeros(frame.shape[:2], np.uint8), [], {}, {}, self.frame_index)
         image = self._prepare(frame)
@@ -172,17 +150,18 @@ class Tracker:
         return self.memory.nbytes()
 
     # ------------------------------------------------------------------------------ helpers
-    def _check_size(self, frame: np.ndarray) -> None:
+    def _check_frame(self, frame: np.ndarray) -> None:
+        """Raise FrameError for a frame that is not (H, W, 3) uint8 or changes the size."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got shape {frame.shape} "
-                             f"dtype {frame.dtype}")
+            raise FrameError("frame_format", f"expected an (H, W, 3) uint8 RGB frame, got "
+                             f"shape {frame.shape} dtype {frame.dtype}")
         size = frame.shape[:2]
         if self.geometry is not None and size != self.geometry.input_size and len(self.objects):
-            raise ValueError(f"frame size changed from {self.geometry.input_size} to {size}; "
-                             "reset the tracker first")
+            raise FrameError("frame_size", f"frame size changed from {self.geometry.input_size} "
+                             f"to {size}; reset the tracker first")
 
     def _prepare(self, frame: np.ndarray) -> torch.Tensor:
-        self._check_size(frame)
+        self._check_frame(frame)
         if self.geometry is None or self.geometry.input_size != frame.shape[:2]:
             self.geometry = FrameGeometry.for_input(frame.shape[0], frame.shape[1],
                                                     self.config.size)

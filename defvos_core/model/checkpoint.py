@@ -64,6 +64,11 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def read_model_config(path: str | Path) -> ModelConfig:
+    """Return the architecture a weights file records (no model built)."""
+    return from_dict(ModelConfig, read_weights(path)["model_config"], f"{path}: model_config")
+
+
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> VOSModel:
     """Build the model a weights file describes and load its (float32) weights."""
     payload = read_weights(resolve_weights(path))

@@ -5,8 +5,8 @@ The tracker and its memory manager are the same as with PyTorch; only `encode`,
 
 The graphs have a fixed padded size and the tracker learns the camera size at its first
 frame, so graph sets are found per padded size, on the first call that needs them:
-- `onnx_dir` given: that export folder (from `python -m defvos_core.export`) is loaded at
-  construction and serves its padded size only; another size is a clear error;
+- `config.onnx.onnx_dir` given: that export folder (from `python -m defvos_core.export`) is
+  loaded at construction and serves its padded size only; another size is a clear error;
 - otherwise the weights are exported on first use to a cache folder
   (~/.cache/defvos/onnx/<weights sha256>-<H>x<W>-<precision>-opset<N>/, or $DEFVOS_CACHE_DIR)
   and reused by later runs. `prepare(height, width)` does it ahead of the first frame.
@@ -21,17 +21,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import onnxruntime as ort
 import torch
 
 import defvos_core
-from defvos_core.config import ModelConfig, TrackerConfig
-from defvos_core.config_io import from_dict, to_dict
+from defvos_core.config import MAX_OBJECT_ID, ModelConfig, TrackerConfig
+from defvos_core.config_io import to_dict
 from defvos_core.inference.preprocess import FrameGeometry
-from defvos_core.inference.tracker import MAX_OBJECT_ID
-from defvos_core.model.checkpoint import load_model, read_weights, resolve_weights
+from defvos_core.model.checkpoint import load_model
 from defvos_core.model.propagation import MemoryTensors
 from defvos_core.model.vos_model import STRIDE, FrameFeatures
 from defvos_core.onnx.graphs import (
@@ -51,6 +50,7 @@ from defvos_core.onnx.providers import (
 )
 
 LOGGER = logging.getLogger("defvos")
+ENGINE_CACHE_BESIDE_GRAPHS = "auto"  # config.onnx.trt_engine_cache: engines next to the graphs
 
 
 def default_cache_dir() -> Path:
@@ -89,67 +89,49 @@ class OnnxBackend:
     name = "onnxruntime"
 
     def __init__(self, weights: str | Path, model_config: ModelConfig,
-                 short_side: int | None = 240, max_memory_frames: int = 10,
-                 providers: str | Sequence[str] | None = None, onnx_dir: str | Path | None = None,
-                 fp16: bool | None = None, trt_fp16: bool = False,
-                 trt_engine_cache: str | Path | bool | None = None,
-                 cache_dir: str | Path | None = None,
+                 config: TrackerConfig | None = None,
                  session_options: ort.SessionOptions | None = None) -> None:
+        """Serve the graphs of `weights` (its architecture: `model_config`) for `config`.
+
+        config.onnx.providers: [] for TensorRT, CUDA, CPU (those available, in that order),
+        or names / aliases ('tensorrt', 'cuda', 'cpu') that must all start.
+        config.onnx.onnx_dir: a folder written by `python -m defvos_core.export` (checked
+        against the weights); "" exports on first use into config.onnx.cache_dir.
+        config.fp16: half-precision graphs; with onnx_dir the folder's precision applies,
+        and fp16 asked of an fp32 folder is an error. `config.device` is not used: the
+        providers decide where the graphs run (the tracker's tensors stay on the CPU).
+        """
+        config = config or TrackerConfig()
+        options = config.onnx
         self.device = torch.device("cpu")  # the tracker's tensors; compute is wherever ORT runs
         self.dtype = torch.float32  # graph inputs/outputs are float32 (fp16 casts inside)
         self.model_config = model_config
         self.weights_path = Path(weights)
         self.weights_sha256 = file_sha256(self.weights_path)
-        self.short_side = short_side
-        self.max_memory_frames = max(1, int(max_memory_frames))
+        self.short_side = config.size
+        self.max_memory_frames = max(1, config.max_seed_frames + config.max_memory_frames)
         self.max_banks = math.ceil(MAX_OBJECT_ID / model_config.max_objects)
+        providers = options.providers or None
         self.providers = select_providers(providers)
-        self.strict_providers = parse_providers(providers) is not None  # [] / "" = default
-        self.trt_fp16 = trt_fp16
-        self.trt_engine_cache = trt_engine_cache
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.strict_providers = parse_providers(providers) is not None  # [] = default order
+        self.trt_fp16 = options.trt_fp16
+        self.trt_engine_cache = options.trt_engine_cache or None
+        self.cache_dir = (Path(options.cache_dir).expanduser() if options.cache_dir
+                          else default_cache_dir())
         self.session_options = session_options
-        self.onnx_dir = Path(onnx_dir) if onnx_dir else None
+        self.onnx_dir = Path(options.onnx_dir) if options.onnx_dir else None
         self._graphs: dict[tuple[int, int], GraphSessions] = {}
         if self.onnx_dir is not None:
             metadata = read_metadata(self.onnx_dir)
-            self._check_metadata(metadata, self.onnx_dir, fp16)
+            self._check_metadata(metadata, self.onnx_dir, True if config.fp16 else None)
             self.fp16 = metadata["precision"] == "fp16"
             padded = tuple(metadata["padded_size"])
             self._graphs[padded] = self._open(self.onnx_dir, metadata)
         else:
-            self.fp16 = bool(fp16)
-
-    @classmethod
-    def from_weights(cls, weights: str | Path | None = None, config: TrackerConfig | None = None,
-                     providers: str | Sequence[str] | None = None,
-                     onnx_dir: str | Path | None = None, trt_fp16: bool = False,
-                     trt_engine_cache: str | Path | bool | None = None,
-                     fp16: bool | None = None, cache_dir: str | Path | None = None,
-                     session_options: ort.SessionOptions | None = None) -> "OnnxBackend":
-        """Create a backend over a weights file (None: the shipped student).
-
-        providers: None for TensorRT, CUDA, CPU (those available, in that order), or names /
-        aliases ('tensorrt', 'cuda', 'cpu') that must all start. onnx_dir: a folder written by
-        `python -m defvos_core.export` (checked against the weights); None exports on first
-        use into `cache_dir`. fp16: half-precision graphs (default: `config.fp16`; with
-        onnx_dir, the folder's precision, and an explicit value must match it).
-        trt_fp16 / trt_engine_cache: TensorRT options (a path, or True for a folder beside the
-        graphs).
-        """
-        config = config or TrackerConfig()
-        path = resolve_weights(weights)
-        model_config = from_dict(ModelConfig, read_weights(path)["model_config"])
+            self.fp16 = config.fp16
         if str(config.device) != "cpu":
-            LOGGER.info("onnxruntime backend: device %r is ignored, the providers %s decide "
-                        "where the graphs run", config.device, providers or "(default)")
-        if fp16 is None and onnx_dir is None:
-            fp16 = config.fp16  # with onnx_dir, the folder's precision applies
-        return cls(path, model_config, short_side=config.size,
-                   max_memory_frames=config.max_seed_frames + config.max_memory_frames,
-                   providers=providers, onnx_dir=onnx_dir, fp16=fp16, trt_fp16=trt_fp16,
-                   trt_engine_cache=trt_engine_cache, cache_dir=cache_dir,
-                   session_options=session_options)
+            LOGGER.info("onnxruntime backend: device %r is not used, the providers %s decide "
+                        "where the graphs run", config.device, self.providers)
 
     # ------------------------------------------------------------------ Backend protocol
     def encode(self, image: torch.Tensor) -> FrameFeatures:
@@ -286,7 +268,7 @@ class OnnxBackend:
 
     def _open(self, folder: Path, metadata: dict[str, Any]) -> GraphSessions:
         engine_cache = self.trt_engine_cache
-        if engine_cache is True:
+        if engine_cache == ENGINE_CACHE_BESIDE_GRAPHS:
             engine_cache = folder / "trt_engines"
         profiles = self._trt_profiles(metadata) if TENSORRT in self.providers else {}
         sessions = {}

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from defvos_core.config import ModelConfig, student_config, teacher_config
+from defvos_core.config import ModelConfig, TrackerConfig, student_config, teacher_config
 from defvos_core.config_io import load_config, merge, parse_overrides
 from defvos_core.data.clip_dataset import WORKER_START_METHODS, ClipSamplingConfig
 from defvos_core.data.splits import HOLDOUT_SEQUENCES
@@ -32,7 +32,7 @@ def _default_clip() -> ClipSamplingConfig:
 class DataConfig:
     """Where clips come from. Held-out sequences are never trained on."""
 
-    root: str = ""  # DAVIS-layout folder; "" = <repo>/../shared/data/davis2016-train-240p
+    root: str = ""  # DAVIS-layout folder; "" = $DEFVOS_DATA/davis2016-train-240p (roots.py)
     resolution: str = "240p"
     split: str = "train"  # ImageSets/<split>.txt of `root`
     holdout: list[str] = field(default_factory=lambda: list(HOLDOUT_SEQUENCES))
@@ -98,7 +98,7 @@ class ValidationConfig:
     enabled: bool = True
     every: int = 0  # steps between validations; 0 = only at the end
     sequences: list[str] = field(default_factory=lambda: list(HOLDOUT_SEQUENCES))
-    size: int = 240  # tracker processing size (short side)
+    size: int | None = TrackerConfig.size  # tracker processing size (short side)
     max_frames: int = 0  # frames per sequence; 0 = all
 
 

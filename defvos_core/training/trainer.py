@@ -34,7 +34,8 @@ from defvos_core.config import TrackerConfig
 from defvos_core.config_io import from_dict, to_dict
 from defvos_core.data.clip_dataset import VideoClipDataset, make_loader
 from defvos_core.data.sequences import VideoSequence, read_davis, read_unlabeled, split_holdout
-from defvos_core.data.splits import default_davis_root, read_named_sequences
+from defvos_core.data.roots import default_davis_root
+from defvos_core.data.splits import read_named_sequences
 from defvos_core.evaluation.metrics import summarize
 from defvos_core.inference.backend import TorchBackend
 from defvos_core.inference.tracker import Tracker
@@ -392,7 +393,7 @@ class Trainer:
         """Held-out J&F through the tracker (rank 0); other ranks wait at a barrier."""
         summary = None
         if self.context.is_main and self.validation_sequences:
-            from defvos_core.evaluate import score_sequences
+            from defvos_core.evaluation.tracking import score_sequences
 
             model = copy.deepcopy(self.ema.model if self.ema is not None else self.model)
             tracker = Tracker(TorchBackend(model.float(), self.device),

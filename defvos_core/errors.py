@@ -1,0 +1,24 @@
+"""Typed errors for bad input: each carries a `kind` that callers map to their own reporting.
+
+The library raises them with a message that names what was wrong and what was expected; a
+caller such as the ROS node maps `kind` to its throttled warnings and counters instead of
+re-deriving what went wrong.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad input (a frame, a seed, a message); `kind` says which check failed."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class SeedError(InputError):
+    """A seed cannot be used. Kinds: `seed_size`, `seed_empty`, `seed_ids`."""
+
+
+class FrameError(InputError):
+    """A frame cannot be tracked. Kinds: `frame_format`, `frame_size`."""
