@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from defvos_core.model import attention
 from defvos_core.model.attention import (
     DeformableSampler,
     apply_local_weights,
@@ -13,6 +14,7 @@ from defvos_core.model.attention import (
     attention_weights,
     local_attention_weights,
     reference_grid,
+    use_dense_local,
 )
 from defvos_core.model.propagation import GatedPropagationLayer, MemoryTensors
 
@@ -179,6 +181,25 @@ def test_identity_banks_share_visual_attention():
                                      short_id=memory.short_id[bank:bank + 1])
             _, one, _ = layer(x_vis, x_id[bank:bank + 1], (4, 6), single, 0)
             assert torch.allclose(out_id[bank], one[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_dense_local_attention_in_inference_equals_the_windowed_path(monkeypatch, heads):
+    """On a CPU in inference the short-term window is one masked N x N product: same outputs."""
+    torch.manual_seed(8)
+    layer = GatedPropagationLayer(16, heads, (2, 3), 1.0, 2, 2).eval()
+    memory = make_memory(1, 2, 1, 16, 5, 7, banks=3)
+    x_vis, x_id = torch.randn(1, 35, 16), torch.randn(3, 35, 16)
+    with torch.no_grad():
+        assert use_dense_local(memory.short_key[:, 0, 0])
+        dense = layer(x_vis, x_id, (5, 7), memory, 0)
+        monkeypatch.setattr(attention, "DENSE_LOCAL_MAX_TOKENS", 0)
+        assert not use_dense_local(memory.short_key[:, 0, 0])
+        windowed = layer(x_vis, x_id, (5, 7), memory, 0)
+    for got, expected in zip(dense, windowed):
+        assert torch.allclose(got, expected, atol=1e-5)
+    monkeypatch.undo()
+    assert not use_dense_local(memory.short_key[:, 0, 0])  # grad enabled (training): windows
 
 
 @pytest.mark.parametrize("heads", [1, 4])

@@ -25,6 +25,9 @@ from defvos_core.model.attention import (
     apply_weights,
     attention_weights,
     local_attention_weights,
+    local_window_mask,
+    map_tokens,
+    use_dense_local,
 )
 
 
@@ -107,11 +110,16 @@ class GatedPropagationLayer(nn.Module):
 
         # Short-term: local attention around each position in the previous frame.
         short_key = memory.short_key[:, 0, layer]  # (B, C, h, w)
-        short_weights = local_attention_weights(query, short_key, self.heads, self.radius)
-        visual = visual + apply_local_weights(short_weights, memory.short_value[:, 0, layer],
-                                              self.radius)
-        identity = identity + apply_local_weights(short_weights, memory.short_id[:, 0, layer],
-                                                  self.radius)
+        short_value, short_id = memory.short_value[:, 0, layer], memory.short_id[:, 0, layer]
+        if use_dense_local(short_key):  # the same weights, as one masked N x N product
+            window = local_window_mask(height, width, self.radius, short_key.device)
+            short_weights = attention_weights(query, map_tokens(short_key), self.heads, window)
+            visual = visual + apply_weights(short_weights, map_tokens(short_value))
+            identity = identity + apply_weights(short_weights, map_tokens(short_id))
+        else:
+            short_weights = local_attention_weights(query, short_key, self.heads, self.radius)
+            visual = visual + apply_local_weights(short_weights, short_value, self.radius)
+            identity = identity + apply_local_weights(short_weights, short_id, self.radius)
 
         x_vis = x_vis + self.out_visual(visual * F.silu(self.gate_visual(normed)))
         x_id = x_id + self.out_identity(identity * F.silu(self.gate_identity(normed)))
