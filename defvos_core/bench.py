@@ -2,6 +2,7 @@
 
     python -m defvos_core.bench [--weights W] [--device cpu|cuda] [--backend torch|onnxruntime]
         [--sizes 240,480] [--objects 1,5,10] [--frames 100] [--long 1000] [--fp16] [--profile]
+        [--cuda-graphs]
 
 For each processing size and object count: median ms/frame over `--frames` frames after a
 warm-up, the same median once `--long` frames have gone through the memory, peak memory
@@ -82,7 +83,8 @@ def peak_memory_mb(device: str) -> tuple[float, str]:
 def bench_one(args: argparse.Namespace, short_side: int, objects: int) -> dict:
     providers = args.providers.split(",") if args.providers else []
     config = TrackerConfig(size=short_side, backend=args.backend, device=args.device,
-                           fp16=args.fp16, onnx=OnnxConfig(providers=providers))
+                           fp16=args.fp16, cuda_graphs=args.cuda_graphs,
+                           onnx=OnnxConfig(providers=providers))
     tracker = build_tracker(args.weights, config)
     frames, seed = sample_clip(short_side)
     if args.device.startswith("cuda"):
@@ -124,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     parser.add_argument("--providers", default=None, help="onnxruntime providers, comma list")
     parser.add_argument("--fp16", action="store_true")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="torch on CUDA: replay the per-frame calls as CUDA graphs")
     parser.add_argument("--sizes", default="240,480", help="processing short sides")
     parser.add_argument("--objects", default="1,5,10", help="object counts")
     parser.add_argument("--frames", type=int, default=100, help="timed frames per median")
@@ -142,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    else f"{platform.processor() or platform.machine()} CPU, "
                         f"{torch.get_num_threads()} threads")
     print(f"defvos bench: backend={args.backend} device={args.device} ({device_name}) "
-          f"fp16={args.fp16} torch={torch.__version__}")
+          f"fp16={args.fp16} cuda_graphs={args.cuda_graphs} torch={torch.__version__}")
     print(f"median over {args.frames} frames after {args.warmup} warm-up; 'late' = after "
           f"{args.long} frames")
     header = (f"{'size':>5} {'input':>9} {'obj':>4} {'ms/frame':>9} {'ms late':>8} "

@@ -11,6 +11,7 @@ from typing import Protocol
 import torch
 
 from defvos_core.config import ModelConfig
+from defvos_core.inference.cuda_graphs import GraphedModel
 from defvos_core.model.propagation import MemoryTensors
 from defvos_core.model.vos_model import FrameFeatures, VOSModel
 
@@ -39,7 +40,12 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: VOSModel, device: str | torch.device = "cpu",
-                 fp16: bool = False) -> None:
+                 fp16: bool = False, cuda_graphs: bool = False) -> None:
+        """Wrap a private, inference-ready copy of `model`.
+
+        cuda_graphs: replay the per-frame calls as CUDA graphs once their shapes are static
+        (`defvos_core.inference.cuda_graphs`); ignored on a CPU.
+        """
         self.device = torch.device(device)
         if fp16 and self.device.type != "cuda":
             raise ValueError("fp16 needs a CUDA device")
@@ -53,15 +59,24 @@ class TorchBackend:
             model.decoder.to(memory_format=torch.channels_last)
         self.model = model.to(self.device, self.dtype)
         self.model_config = model.config
+        self.graphs: GraphedModel | None = None
+        if cuda_graphs and self.device.type == "cuda":
+            self.graphs = GraphedModel(self.model, capture=True)
 
     @torch.inference_mode()
     def encode(self, image: torch.Tensor) -> FrameFeatures:
+        if self.graphs is not None:
+            return self.graphs.encode(image)
         return self.model.encode(image)
 
     @torch.inference_mode()
     def encode_identity(self, mask: torch.Tensor) -> torch.Tensor:
+        if self.graphs is not None:
+            return self.graphs.encode_identity(mask.to(self.dtype))
         return self.model.encode_identity(mask.to(self.dtype))
 
     @torch.inference_mode()
     def segment(self, features: FrameFeatures, memory: MemoryTensors) -> torch.Tensor:
+        if self.graphs is not None:
+            return self.graphs.segment(features, memory)
         return self.model.segment(features, memory).logits
