@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from defvos_core.data.folds import parse_fold_split
 from defvos_core.data.sequences import VideoSequence
 from defvos_core.data.video_io import list_frame_files
 
@@ -19,8 +20,10 @@ def resolve_split(root: str | Path, split: str) -> list[str]:
     """Sequence names of `split` in a DAVIS-layout `root`.
 
     `val`: the held-out list; `train`: every sequence of `ImageSets/train.txt` except the
-    held-out ones; any other value: a path to an ImageSets-style file (one name a line), or
-    the name of a file `ImageSets/<split>.txt` under `root`.
+    held-out ones; `fold0`..`fold4`: the 6 validation sequences of that fold and
+    `train-fold0`..`train-fold4` the other 24 (`defvos_core.data.folds`); any other value: a
+    path to an ImageSets-style file (one name a line), or the name of a file
+    `ImageSets/<split>.txt` under `root`.
     """
     root = Path(root)
     if split == "val":
@@ -28,13 +31,16 @@ def resolve_split(root: str | Path, split: str) -> list[str]:
     if split == "train":
         return [name for name in _read_names(root / "ImageSets" / "train.txt")
                 if name not in HOLDOUT_SEQUENCES]
+    fold_names = parse_fold_split(split)
+    if fold_names is not None:
+        return fold_names
     as_path = Path(split)
     if as_path.is_file():
         return _read_names(as_path)
     candidate = root / "ImageSets" / f"{split}.txt"
     if candidate.is_file():
         return _read_names(candidate)
-    raise FileNotFoundError(f"split {split!r}: not 'val' or 'train', not a file, and "
+    raise FileNotFoundError(f"split {split!r}: not 'val', 'train' or a fold, not a file, and "
                             f"{candidate} does not exist")
 
 
