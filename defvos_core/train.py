@@ -1,10 +1,13 @@
-"""Train a defvos model: the teacher (supervised) or the student (distilled from the teacher).
+"""Train a defvos model: static pretraining, the teacher, or the student (distilled).
 
     python -m defvos_core.train --config config/training/teacher.yaml [--set key=value ...]
-        [--stage teacher|student] [--resume]
+        [--stage static|teacher|student] [--resume]
     torchrun --nproc_per_node N -m defvos_core.train --config ...     # DistributedDataParallel
 
 The YAML file and `--set` overrides build a `defvos_core.training.config.TrainConfig`.
+The static stage trains supervised on synthetic clips from still images (ECSSD) and objects
+of the training sequences (config/training/static.yaml); its weights can start the teacher
+stage (`init_weights`).
 `--resume` continues from `<run_dir>/checkpoint.pt` when it exists. The run ends by
 validating on the held-out sequences and exporting a weights-only fp16 file
 (`export.weights`, default `<run_dir>/<stage>.pt`). Exit code 0 on success, 2 on bad input.
@@ -28,13 +31,13 @@ PROG = "python -m defvos_core.train"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Train the defvos teacher or "
-                                     "distil the student from it.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Pretrain on synthetic clips, "
+                                     "train the defvos teacher or distil the student from it.")
     parser.add_argument("--config", default=None, help="training config YAML")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value, e.g. "
                         "--set optim.lr=1e-4 (repeatable; values are YAML scalars)")
-    parser.add_argument("--stage", choices=("teacher", "student"), default=None,
+    parser.add_argument("--stage", choices=("static", "teacher", "student"), default=None,
                         help="override the config's stage")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <run_dir>/checkpoint.pt if it exists")

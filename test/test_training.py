@@ -181,7 +181,7 @@ def test_configs_load_with_presets_and_overrides():
             "tiny_cpu_student.yaml"} <= names
     for path in folder.glob("*.yaml"):
         config = load_train_config(path)
-        assert config.stage in ("teacher", "student"), path
+        assert config.stage in ("teacher", "student", "static"), path
         assert set(HOLDOUT_SEQUENCES) <= set(config.data.holdout), path
     teacher = load_train_config(folder / "teacher.yaml")
     assert (teacher.model.encoder, teacher.model.num_layers) == ("lite2", 3)

@@ -3,8 +3,10 @@
     config = load_train_config("config/training/teacher.yaml", ["optim.lr=1e-4"], stage=None)
 
 The model section starts from the preset of the stage (`teacher_config()` for the teacher
-stage, `student_config()` for the student stage; `model_preset` picks one explicitly), then
-the YAML's `model:` keys and the overrides are applied on top.
+and static stages, `student_config()` for the student stage; `model_preset` picks one
+explicitly), then the YAML's `model:` keys and the overrides are applied on top.
+Stages: `static` (supervised, on synthetic clips from still images: `data.static`),
+`teacher` (supervised, on DAVIS clips) and `student` (distilled from a frozen teacher).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from defvos_core.config import ModelConfig, TrackerConfig, student_config, teach
 from defvos_core.config_io import load_config, merge, parse_overrides
 from defvos_core.data.clip_dataset import WORKER_START_METHODS, ClipSamplingConfig
 from defvos_core.data.splits import HOLDOUT_SEQUENCES
+from defvos_core.data.static_clips import StaticClipConfig
 
-STAGES = ("teacher", "student")
+STAGES = ("teacher", "student", "static")
 PRESETS = {"teacher": teacher_config, "student": student_config}
+STAGE_PRESETS = {"teacher": "teacher", "student": "student", "static": "teacher"}
 
 
 def _default_clip() -> ClipSamplingConfig:
@@ -30,18 +34,30 @@ def _default_clip() -> ClipSamplingConfig:
 
 @dataclass
 class DataConfig:
-    """Where clips come from. Held-out sequences are never trained on."""
+    """Where clips come from. Held-out and validation sequences are never trained on.
+
+    A fold run: `data.split=train-fold2 validation.split=fold2 data.holdout=[]` trains on
+    the 24 sequences outside fold 2 and validates on its 6 (`defvos_core.data.folds`).
+    """
 
     root: str = ""  # DAVIS-layout folder; "" = $DEFVOS_DATA/davis2016-train-240p (roots.py)
     resolution: str = "240p"
-    split: str = "train"  # ImageSets/<split>.txt of `root`
+    # ImageSets/<split>.txt of `root` when that file exists, else any `resolve_split` name
+    # (train-fold0..4, fold0..4, a list file)
+    split: str = "train"
     holdout: list[str] = field(default_factory=lambda: list(HOLDOUT_SEQUENCES))
     sequences: list[str] = field(default_factory=list)  # restrict training to these; [] = all
     # Extra unlabeled footage (student stage): "frames_dir_or_video::first_frame_mask.png".
     # An entry without a first-frame mask cannot seed semi-supervised VOS and is skipped.
     unlabeled: list[str] = field(default_factory=list)
     clip: ClipSamplingConfig = field(default_factory=_default_clip)
-    samples_per_epoch: int = 0  # clips per epoch; 0 = 20 per training sequence
+    # Synthetic clips from still images (+ objects of the training sequences): the static
+    # stage's only data; in the other stages a `synthetic_fraction` of the clips, labelled
+    # in the teacher stage, unlabelled (the teacher's outputs are the target) in the student.
+    static: StaticClipConfig = field(default_factory=StaticClipConfig)
+    synthetic_fraction: float = 0.0
+    # clips per epoch; 0 = 20 per training sequence (static stage: one per still image)
+    samples_per_epoch: int = 0
     num_workers: int = 1
     # How loader workers start: "fork", "forkserver", "spawn", or "auto" (forkserver when
     # CUDA is available: no fork of a process holding a CUDA context; fork on CPU).
@@ -98,6 +114,7 @@ class ValidationConfig:
     enabled: bool = True
     every: int = 0  # steps between validations; 0 = only at the end
     sequences: list[str] = field(default_factory=lambda: list(HOLDOUT_SEQUENCES))
+    split: str = ""  # a `resolve_split` name (e.g. fold2) replacing `sequences`; "" = none
     size: int | None = TrackerConfig.size  # tracker processing size (short side)
     max_frames: int = 0  # frames per sequence; 0 = all
 
@@ -115,8 +132,8 @@ class ExportConfig:
 class TrainConfig:
     """Everything one training run needs."""
 
-    stage: str = "teacher"
-    model_preset: str = ""  # teacher | student; "" = the stage's preset
+    stage: str = "teacher"  # static | teacher | student
+    model_preset: str = ""  # teacher | student; "" = the stage's preset (static: teacher)
     model: ModelConfig = field(default_factory=teacher_config)
     init_weights: str = ""  # start the model from a weights file (same architecture)
     data: DataConfig = field(default_factory=DataConfig)
@@ -160,6 +177,9 @@ class TrainConfig:
         if any(side % 16 for side in self.data.clip.crop_size):
             raise ValueError(f"data.clip.crop_size {tuple(self.data.clip.crop_size)}: both "
                              f"sides must be multiples of 16 (the model stride)")
+        if not 0.0 <= self.data.synthetic_fraction <= 1.0:
+            raise ValueError(f"data.synthetic_fraction must be in [0, 1], got "
+                             f"{self.data.synthetic_fraction}")
         if self.data.worker_start not in WORKER_START_METHODS:
             raise ValueError(f"data.worker_start: expected one of {WORKER_START_METHODS}, "
                              f"got {self.data.worker_start!r}")
@@ -183,7 +203,7 @@ def load_train_config(yaml_path: str | Path | None = None, overrides: list[str] 
         overrides.append(f"stage={stage}")
     raw = merge(raw, parse_overrides(overrides))
     chosen_stage = str(raw.get("stage", "teacher"))
-    preset = str(raw.get("model_preset") or chosen_stage)
+    preset = str(raw.get("model_preset") or STAGE_PRESETS.get(chosen_stage, chosen_stage))
     if preset not in PRESETS:
         raise ValueError(f"model_preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     defaults = TrainConfig(stage=chosen_stage, model=PRESETS[preset]())

@@ -273,8 +273,8 @@ def bootstrapped_cross_entropy(logits: Tensor, labels: Tensor, top_k_fraction: f
     pixel_losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL,
                                    reduction='none')  # (B, H, W), 0 at ignored pixels
     pixel_losses = pixel_losses[labels != IGNORE_LABEL]  # (num_valid,)
-    if pixel_losses.numel() == 0:
-        return _zero_like_graph(logits)
+    if pixel_losses.numel() == 0:  # all void (unlabelled clips); logits may hold -inf
+        return _zero_like_graph(pixel_losses)
     if fraction >= 1.0:
         return pixel_losses.mean()
     top_k = max(1, math.ceil(fraction * pixel_losses.numel()))

@@ -32,8 +32,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from defvos_core.config import TrackerConfig
 from defvos_core.config_io import from_dict, to_dict
-from defvos_core.data.clip_dataset import VideoClipDataset, make_loader
-from defvos_core.data.sequences import VideoSequence, read_davis, read_unlabeled, split_holdout
+from defvos_core.data.clip_dataset import make_loader
+from defvos_core.data.sequences import VideoSequence, read_unlabeled, split_holdout
 from defvos_core.data.roots import default_davis_root
 from defvos_core.data.splits import read_named_sequences
 from defvos_core.evaluation.metrics import summarize
@@ -43,6 +43,8 @@ from defvos_core.model.checkpoint import (DEFAULT_TEACHER_WEIGHTS, atomic_torch_
                                           load_model, save_weights)
 from defvos_core.model.vos_model import VOSModel
 from defvos_core.training.config import TrainConfig
+from defvos_core.training.datasets import (build_dataset, read_split_sequences, static_meta,
+                                           validation_names)
 from defvos_core.training.distributed import (DistributedContext, all_reduce_mean, barrier,
                                               cleanup, init_distributed)
 from defvos_core.training.ema import ModelEMA
@@ -162,8 +164,7 @@ class Trainer:
         self.train_sequences, self.validation_sequences = self._sequences()
         clip = copy.deepcopy(config.data.clip)
         clip.max_objects = min(clip.max_objects, config.model.max_objects)
-        per_epoch = config.data.samples_per_epoch or 20 * len(self.train_sequences)
-        self.dataset = VideoClipDataset(self.train_sequences, clip, per_epoch, seed=config.seed)
+        self.dataset = build_dataset(config, self.train_sequences, clip)
         self.loader = make_loader(self.dataset, config.batch_size, config.data.num_workers,
                                   shuffle=True, distributed=self.context.enabled,
                                   seed=config.seed, worker_start=config.data.worker_start)
@@ -229,13 +230,16 @@ class Trainer:
     def _sequences(self) -> tuple[list[VideoSequence], list[VideoSequence]]:
         data = self.config.data
         root = data_root(self.config)
-        everything = read_davis(root, data.split, data.resolution)
-        holdout = [name for name in data.holdout if name in {s.name for s in everything}]
+        everything = read_split_sequences(root, data.split, data.resolution)
+        validation_list = validation_names(root, self.config.validation)
+        self.excluded_names = list(dict.fromkeys(data.holdout + validation_list))
+        holdout = [s.name for s in everything if s.name in set(self.excluded_names)]
         train, _ = split_holdout(everything, holdout)
         if data.sequences:
-            leaked = sorted(set(data.sequences) & set(data.holdout))
+            leaked = sorted(set(data.sequences) & set(self.excluded_names))
             if leaked:
-                raise ValueError(f"data.sequences {leaked} are held out (data.holdout)")
+                raise ValueError(f"data.sequences {leaked} are held out (data.holdout) or "
+                                 f"validated on")
             train = [s for s in train if s.name in set(data.sequences)]
         if not train:
             raise ValueError(f"{root}: no training sequences left after the holdout")
@@ -252,8 +256,7 @@ class Trainer:
             train = train + extra
         validation = []
         if self.config.validation.enabled and self.context.is_main:
-            validation = read_named_sequences(root, list(self.config.validation.sequences),
-                                              data.resolution)
+            validation = read_named_sequences(root, validation_list, data.resolution)
         self._log(f"data {root}: {len(train)} training sequences, "
                   f"{len(validation)} validation sequences {[s.name for s in validation]}")
         return train, validation
@@ -460,7 +463,7 @@ class Trainer:
                     "config": to_dict(self.config),
                     "data": {"root": data_root(self.config).name,
                              "sequences": [s.name for s in self.train_sequences],
-                             "holdout": list(self.config.data.holdout)},
+                             "holdout": self.excluded_names, **static_meta(self.config)},
                     "validation": self.last_validation,
                     "train_seconds": round(self.elapsed_seconds(), 1),
                     "world_size": self.context.world_size}
