@@ -23,6 +23,9 @@ $PIP install --upgrade pip >/dev/null
 # The CPU wheel first, so the package's torch>=2.1 range is already met.
 $PIP install "$TORCH_SPEC"
 $PIP install -e ".[onnx,train,bag,test]"
+# The official DeAOT engine, a benchmark peer only (defvos_core/benchmarks, test_benchmarks),
+# never a dependency of defvos: without its declared torchvision and CUDA extension.
+$PIP install --no-deps "deaotpy==1.11.0"
 # Exact registry names: never the unrelated registry 'launch' 0.1.3. The ament_cmake/rosidl
 # packages, catkin-pkg, empy 3 (the generators use its API) and lark-parser build
 # defvos_interfaces.

@@ -9,7 +9,7 @@ import torch
 
 from defvos_core.config import TrackerConfig, student_config
 from defvos_core.inference.backend import TorchBackend
-from defvos_core.inference.cuda_graphs import GraphCache, GraphedModel
+from defvos_core.inference.cuda_graphs import GraphCache, GraphedModel, StaticCall
 from defvos_core.inference.tracker import Tracker
 from defvos_core.model.vos_model import VOSModel
 
@@ -62,6 +62,19 @@ def test_a_reusable_input_is_copied_only_when_it_is_another_tensor():
     assert torch.equal(out, torch.full((2,), 16.0))
 
 
+def test_a_failed_capture_leaves_the_function_eager(monkeypatch):
+    def refuse(self):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(StaticCall, "_capture", refuse)
+    cache = GraphCache(scale_and_shift, capture=True, capture_after=2)
+    for call in range(4):
+        (out,) = cache(torch.full((3,), float(call)), torch.zeros(1))
+        assert torch.equal(out, torch.full((3,), 2.0 * call))
+    assert cache.failed.startswith("operation not permitted") and not cache.entries
+    assert (cache.eager_calls, cache.static_calls) == (4, 0)
+
+
 def tiny_model():
     torch.manual_seed(0)
     config = student_config(pretrained_encoder=False, embed_dim=32, decoder_dim=16,
@@ -107,6 +120,7 @@ def test_the_tracker_through_static_buffers_matches_eager_as_memory_and_banks_ch
     assert graphs.identity_cache.captures == 2  # one and two banks
     assert graphs.encode_cache.captures == 1 and graphs.encode_cache.static_calls > 15
     assert graphs.segment_cache.static_calls > 10
+    assert "segment 5 captured" in graphs.summary()
 
 
 def test_the_option_is_ignored_on_a_cpu():

@@ -13,7 +13,8 @@ in a CUDA graph and replayed per frame: one launch instead of hundreds.
   identity banks, memory frames). A key is captured once it has come `capture_after` times
   in a row, so nothing is captured while the memory fills up (its frame count changes every
   `mem_every` frames); until then, calls run eagerly. Beyond `max_entries` keys the least
-  recently used one is dropped with its graph.
+  recently used one is dropped with its graph. A capture that fails (an operation CUDA
+  graphs cannot hold) is logged once and the function runs eagerly from then on.
 - `GraphedModel`: a `VOSModel`'s three per-frame calls through three caches.
 
 With `capture=False` the same buffers serve an eager call in place of the replay, so all of
@@ -22,6 +23,7 @@ this except the capture itself runs (and is tested) on a CPU.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from typing import Callable, Sequence
 
@@ -30,6 +32,7 @@ import torch
 from defvos_core.model.propagation import MemoryTensors
 from defvos_core.model.vos_model import FrameFeatures, VOSModel
 
+LOGGER = logging.getLogger("defvos")
 Tensors = tuple[torch.Tensor, ...]
 ShapeKey = tuple[tuple[tuple[int, ...], torch.dtype], ...]
 CAPTURE_AFTER = 6  # > the default mem_every (5): no capture while the memory fills up
@@ -98,6 +101,7 @@ class GraphCache:
         self.reuse = frozenset(reuse)  # input positions whose identity means "unchanged"
         self.entries: OrderedDict[ShapeKey, StaticCall] = OrderedDict()
         self.captures = 0
+        self.failed: str | None = None  # why a capture failed (then always eager)
         self.eager_calls = 0
         self.static_calls = 0
         self._last_key: ShapeKey | None = None
@@ -108,18 +112,28 @@ class GraphCache:
         self._streak = self._streak + 1 if key == self._last_key else 1
         self._last_key = key
         entry = self.entries.get(key)
-        if entry is None and self._streak >= self.capture_after:
-            entry = StaticCall(self.fn, tensors, self.capture)
-            self.entries[key] = entry
-            self.captures += 1
-            while len(self.entries) > self.max_entries:
-                self.entries.popitem(last=False)
+        if entry is None and self._streak >= self.capture_after and not self.failed:
+            entry = self._new_entry(key, tensors)
         if entry is None:
             self.eager_calls += 1
             return tuple(self.fn(*tensors))
         self.entries.move_to_end(key)
         self.static_calls += 1
         return entry(tensors, self.reuse)
+
+    def _new_entry(self, key: ShapeKey, tensors: Sequence[torch.Tensor]) -> StaticCall | None:
+        try:
+            entry = StaticCall(self.fn, tensors, self.capture)
+        except RuntimeError as error:  # e.g. an operation not permitted while capturing
+            self.failed = str(error).splitlines()[0]
+            LOGGER.warning("CUDA graph capture of %s failed, running it eagerly: %s",
+                           getattr(self.fn, "__name__", "a call"), self.failed)
+            return None
+        self.entries[key] = entry
+        self.captures += 1
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+        return entry
 
     def clear(self) -> None:
         """Drop every static call and graph."""
@@ -163,7 +177,20 @@ class GraphedModel:
         """Features + memory -> logits (banks, S+1, H/4, W/4)."""
         return self.segment_cache(features.skip4, features.skip8, features.tokens, *memory)[0]
 
+    def caches(self) -> dict[str, GraphCache]:
+        """Return the three caches by call name."""
+        return {"encode": self.encode_cache, "identity": self.identity_cache,
+                "segment": self.segment_cache}
+
+    def summary(self) -> str:
+        """Return one line: per call, graphs captured and calls served by them / eagerly."""
+        parts = [f"{name} {cache.captures} captured, {cache.static_calls} static / "
+                 f"{cache.eager_calls} eager" + (f" (capture failed: {cache.failed})"
+                                                 if cache.failed else "")
+                 for name, cache in self.caches().items()]
+        return "; ".join(parts)
+
     def clear(self) -> None:
         """Drop every captured graph."""
-        for cache in (self.encode_cache, self.identity_cache, self.segment_cache):
+        for cache in self.caches().values():
             cache.clear()

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures (tests run them on tiny settings, never time them)."""
