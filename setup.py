@@ -53,7 +53,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "segmenter = defvos_ros.node:main",
+            "segmenter = defvos_ros.node:entry_point",
             "defvos-play = defvos_ros.play:main",
             "defvos-segment = defvos_core.segment:main",
             "defvos-train = defvos_core.train:main",

@@ -1,8 +1,6 @@
-"""``python -m defvos_ros [--ros-args ...]``: run the segmenter node (pip environments)."""
+"""``python -m defvos_ros``: run the segmenter node (same as ``ros2 run defvos_ros segmenter``)."""
 
-import sys
-
-from defvos_ros.node import main
+from defvos_ros.node import entry_point
 
 if __name__ == '__main__':
-    sys.exit(main())
+    entry_point()

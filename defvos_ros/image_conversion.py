@@ -19,12 +19,14 @@ Notes on rclpy messages (checked against the Kilted wheels):
 from __future__ import annotations
 
 import array
+import io
 import sys
 from typing import Dict, NamedTuple, Optional
 
 import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
+from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -35,8 +37,9 @@ class ImageConversionError(InputError):
     """A message or array cannot be converted; ``kind`` says why.
 
     Kinds: ``image_encoding`` (unsupported encoding), ``image_empty`` (zero width or
-    height), ``image_data`` (sizes, step or data length inconsistent), ``compressed`` (a
-    CompressedImage that cannot be decoded).
+    height), ``image_data`` (sizes, step or data length inconsistent), ``image_too_large``
+    (more pixels or compressed bytes than allowed), ``compressed`` (a CompressedImage that
+    cannot be decoded).
     """
 
     def __init__(self, message: str, kind: str = 'image_data') -> None:
@@ -112,6 +115,14 @@ def _buffer_as_uint8(data) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8)
 
 
+def check_pixels(width: int, height: int, max_pixels: Optional[int], what: str) -> None:
+    """Raise ImageConversionError (``image_too_large``) beyond ``max_pixels`` (None: no cap)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageConversionError(
+            f'{what} is {width}x{height} = {width * height} pixels, more than the '
+            f'{max_pixels} allowed (parameter max_image_pixels)', 'image_too_large')
+
+
 def image_to_numpy(msg: Image) -> np.ndarray:
     """View a sensor_msgs/Image as an array in the message's own encoding and channel order.
 
@@ -161,13 +172,15 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     return pixels.reshape(height, width, layout.channels)
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
+def image_to_rgb(msg: Image, max_pixels: Optional[int] = None) -> np.ndarray:
     """Convert a sensor_msgs/Image to an (H, W, 3) uint8 RGB array.
 
     rgb8 returns a zero-copy view of ``msg.data`` (writable; copy before modifying if the
     message must stay intact); other encodings are converted into a new array. mono16 keeps
-    the high byte; 8UC3 is read as bgr8 and 8UC1 as mono8 (OpenCV conventions).
+    the high byte; 8UC3 is read as bgr8 and 8UC1 as mono8 (OpenCV conventions). Images of
+    more than ``max_pixels`` pixels are refused before any conversion.
     """
+    check_pixels(int(msg.width), int(msg.height), max_pixels, 'image')
     if msg.encoding not in _TO_RGB:
         raise ImageConversionError(
             f"unsupported image encoding '{msg.encoding}' for RGB conversion; expected one of "
@@ -251,11 +264,28 @@ def numpy_to_image(array_: np.ndarray, encoding: str,
     return msg
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+def compressed_size(encoded: np.ndarray) -> tuple[int, int]:
+    """Return the (width, height) a JPEG/PNG/... declares, read from its header only."""
+    try:
+        with PILImage.open(io.BytesIO(encoded.tobytes())) as image:
+            return image.size
+    except PILImage.DecompressionBombError as error:
+        raise ImageConversionError(f'CompressedImage canvas: {error}',
+                                   'image_too_large') from error
+    except (OSError, ValueError) as error:
+        raise ImageConversionError(f'could not decode CompressedImage ({encoded.size} bytes): '
+                                   f'its header is not a readable image ({error})',
+                                   'compressed') from error
+
+
+def compressed_to_rgb(msg: CompressedImage, max_pixels: Optional[int] = None,
+                      max_bytes: Optional[int] = None) -> np.ndarray:
     """Decode a sensor_msgs/CompressedImage (JPEG, PNG, ...) to an (H, W, 3) uint8 RGB array.
 
     The codec is detected from the data; ``format`` (e.g. "jpeg", "png",
-    "rgb8; jpeg compressed bgr8") is only used to reject compressedDepth images.
+    "rgb8; jpeg compressed bgr8") is only used to reject compressedDepth images. With caps,
+    more than ``max_bytes`` of data or a declared canvas of more than ``max_pixels`` is
+    refused before decoding (a small PNG can declare a huge canvas).
     """
     fmt = msg.format
     if 'compresseddepth' in fmt.lower():
@@ -266,6 +296,12 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     if encoded.size == 0:
         raise ImageConversionError(f"CompressedImage data is empty (format '{fmt}')",
                                    'compressed')
+    if max_bytes is not None and encoded.size > max_bytes:
+        raise ImageConversionError(
+            f'CompressedImage has {encoded.size} bytes, more than the {max_bytes} allowed '
+            '(parameter max_compressed_bytes)', 'image_too_large')
+    if max_pixels is not None:
+        check_pixels(*compressed_size(encoded), max_pixels, 'CompressedImage canvas')
     try:
         bgr = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
     except cv2.error as error:

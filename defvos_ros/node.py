@@ -1,55 +1,59 @@
 """The defvos rclpy node: camera frames in, per-object label maps out, in real time.
 
-Threads. Subscription and service callbacks only store messages (O(1)); one worker thread
-converts frames and runs the tracker. The worker always takes the newest frame: a frame
-replaced before the worker got to it is dropped and counted, so latency never accumulates
-when the camera is faster than the model. The tracker is touched only under one lock
-(worker, ``~/reset``, ``~/remove_object``).
+A managed (lifecycle) node. ``configure`` builds the tracker (loads the weights, prepares
+the ONNX graphs of ``expected_image_sizes``) and starts the inference worker; ``activate``
+starts processing; ``deactivate`` pauses (frames are counted as dropped, ``inactive``);
+``cleanup`` frees the model. With ``autostart`` (default) the node configures and activates
+itself, so ``ros2 launch``, ``ros2 run`` and ``python -m defvos_ros`` need no manager.
 
-Seeds. A seed mask names its frame by ``header.stamp``; the node keeps the last
-``frame_buffer_size`` frame messages (FrameRingBuffer) and pairs the seed with the nearest
-frame within ``seed_tolerance_sec``. The seed's objects are added at THAT frame through
-``Tracker.add_objects(frame, seed)``: the tracker's memory then continues from that frame,
-and the next frames are tracked from it. A seed stamped after every buffered frame waits up
-to ``seed_wait_sec`` for its frame; any other seed without a frame is rejected.
-
-Names (all remappable): subscribes ``image`` (or ``<image>/compressed``) and ``seed_mask``;
-publishes ``defvos/masks`` and ``defvos/objects`` (relative: ``/defvos/...`` in the root
-namespace, ``/<ns>/defvos/...`` under a namespace) and ``~/overlay``; ``~/reset`` service
-and ``~/remove_object`` topic. See README.md, "ROS 2 node".
+The node only converts messages and schedules work: callbacks hand messages to the
+`TrackingWorker` (defvos_ros/worker.py), which owns the tracker on its own thread; services
+await the worker's answer without blocking the executor. Names (all remappable): subscribes
+``image`` (or ``<image>/compressed``) and ``seed_mask``; publishes ``defvos/masks``,
+``defvos/objects`` (relative: ``/defvos/...`` in the root namespace) and ``~/overlay``;
+services ``~/add_objects``, ``~/remove_objects``, ``~/reset``; ``/diagnostics`` at 1 Hz.
+See README.md, "ROS 2 node".
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import threading
 import time
-from collections import Counter, deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Union
+from concurrent.futures import Future as ConcurrentFuture
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-import numpy as np
 import rclpy
 import rclpy.logging
+from defvos_interfaces.msg import TrackedObjectArray
+from defvos_interfaces.srv import AddObjects, RemoveObjects
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Float32MultiArray, MultiArrayDimension, UInt8
 from std_srvs.srv import Trigger
 
 from defvos_core.data.masks import overlay
-from defvos_core.errors import FrameError, SeedError
-from defvos_core.inference.seeds import check_seed
-from defvos_ros.image_conversion import (ImageConversionError, compressed_to_rgb,
-                                         image_to_labels, image_to_rgb, numpy_to_image)
+from defvos_core.errors import InputError
+from defvos_core.inference.presence import Presence
+from defvos_ros.diagnostics import node_status
+from defvos_ros.image_conversion import (compressed_to_rgb, image_to_labels, image_to_rgb,
+                                         numpy_to_image)
+from defvos_ros.input_warnings import InputWarnings
+from defvos_ros.messages import parse_prompts, tracked_objects_message
 from defvos_ros.parameters import NodeSettings, declare_parameters, validate_update
-from defvos_ros.ros_helpers import format_stamp, stamp_to_ns
+from defvos_ros.ros_helpers import stamp_to_ns
 from defvos_ros.seed_buffer import BufferedFrame, FrameRingBuffer
-from defvos_ros.stats import PipelineStats
+from defvos_ros.stats import PeriodReader, PipelineStats
+from defvos_ros.worker import ObjectRequest, TrackingWorker, WorkerLimits, WorkerSnapshot
 
 if TYPE_CHECKING:
     from defvos_core.inference.tracker import Tracker, TrackResult
@@ -64,11 +68,12 @@ NODE_NAME = 'defvos'
 MASKS_TOPIC = 'defvos/masks'  # relative on purpose: /defvos/masks, or /<ns>/defvos/masks
 OBJECTS_TOPIC = 'defvos/objects'
 OVERLAY_TOPIC = '~/overlay'
+DIAGNOSTICS_TOPIC = '/diagnostics'
+ADD_SERVICE = '~/add_objects'
+REMOVE_SERVICE = '~/remove_objects'
 RESET_SERVICE = '~/reset'
-REMOVE_TOPIC = '~/remove_object'
-OBJECT_FIELDS = ('id', 'present', 'confidence', 'area_fraction')
-MAX_PENDING_SEEDS = 16
-_WORKER_POLL_S = 0.05
+DIAGNOSTICS_PERIOD_S = 1.0
+STOP_TIMEOUT_S = 1.0  # the worker finishes its current frame, or is abandoned (daemon)
 
 Frame = Union[Image, CompressedImage]
 
@@ -77,96 +82,37 @@ class StartupError(RuntimeError):
     """The node cannot start (bad parameter, missing weights, backend unavailable)."""
 
 
-def objects_message(result: TrackResult, pixels: int) -> Float32MultiArray:
-    """Per-object rows [id, present, confidence, area_fraction] as a Float32MultiArray.
-
-    dim[0] 'objects' (one row per tracked object, ascending id), dim[1] the field names.
-    present is 1.0 when the object has at least one pixel in the mask, else 0.0;
-    confidence is the mean probability over its pixels (0 when absent); area_fraction is
-    its pixel count over the image's.
-    """
-    rows = [[float(object_id), 1.0 if result.area[object_id] > 0 else 0.0,
-             float(result.confidence[object_id]), result.area[object_id] / pixels]
-            for object_id in result.object_ids]
-    msg = Float32MultiArray()
-    width = len(OBJECT_FIELDS)
-    msg.layout.dim = [
-        MultiArrayDimension(label='objects', size=len(rows), stride=len(rows) * width),
-        MultiArrayDimension(label=','.join(OBJECT_FIELDS), size=width, stride=width),
-    ]
-    msg.data = [value for row in rows for value in row]
-    return msg
-
-
-class InputWarnings:
-    """Throttled warnings about bad input: one throttle per kind, plus counters.
-
-    rclpy throttles per call site and logger object, so each kind gets its own logger
-    object (same name as the node's logger, so it reaches /rosout as the node's).
-    """
-
-    def __init__(self, logger_name: str, throttle_sec: float, stats: PipelineStats) -> None:
-        self._logger_name = logger_name
-        self._throttle_sec = throttle_sec
-        self._stats = stats
-        self._loggers: dict = {}
-        self._lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-
-    def warn(self, kind: str, message: str) -> None:
-        """Count a rejected input of ``kind`` and log ``message`` (throttled per kind)."""
-        with self._lock:
-            self.counts[kind] += 1
-            logger = self._loggers.get(kind)
-            if logger is None:
-                logger = self._loggers[kind] = rclpy.logging.get_logger(self._logger_name)
-        self._stats.input_rejected()
-        logger.warning(message, throttle_duration_sec=self._throttle_sec)
-
-
-@dataclass(eq=False)
-class _PendingSeed:
-    msg: Image
-    stamp_ns: int
-    received_s: float  # time.monotonic()
-    generation: int  # reset counter when it arrived
-
-
-class DefvosNode(Node):
-    """Tracks the objects of seed masks in a camera stream and publishes label maps."""
+class DefvosNode(LifecycleNode):
+    """Tracks prompted objects in a camera stream and publishes label maps and object lists."""
 
     def __init__(self, node_name: str = NODE_NAME, **node_options) -> None:
         super().__init__(node_name, **node_options)
-        self._worker: Optional[threading.Thread] = None
+        self.worker: Optional[TrackingWorker] = None
         try:
             self.settings: NodeSettings = declare_parameters(self)
         except Exception as error:  # rclpy ParameterException or ValueError
             self.destroy_node()
             raise StartupError(f'invalid parameter: {error}') from error
-        try:
-            self.tracker = self._load_tracker()
-        except StartupError:
-            self.destroy_node()
-            raise
         settings = self.settings
+        self.state = 'unconfigured'
         self.stats = PipelineStats()
         self.warnings = InputWarnings(self.get_logger().name, settings.warning_throttle_sec,
                                       self.stats)
+        self.limits = WorkerLimits(settings.max_objects, settings.seed_tolerance_sec,
+                                   settings.seed_wait_sec)
         self.overlays_published = 0
+        self.worker_error: Optional[BaseException] = None
+        self.failed = threading.Event()  # the worker died: main() exits non-zero
         self._frames: FrameRingBuffer[Frame] = FrameRingBuffer(settings.frame_buffer_size)
-        self._tracker_lock = threading.Lock()
-        self._wake = threading.Condition()
-        self._latest: Optional[BufferedFrame[Frame]] = None
-        self._pending_seeds: deque[_PendingSeed] = deque()
-        self._seed_arrived = False
-        self._stopping = False
-        self._generation = 0  # incremented by ~/reset
-        self._last_published_ns: Optional[int] = None
+        self._summary_reader = PeriodReader(self.stats)
+        self._diagnostics_reader = PeriodReader(self.stats)
 
         masks_qos = settings.masks_qos()
-        self.masks_pub = self.create_publisher(Image, MASKS_TOPIC, masks_qos)
-        self.objects_pub = self.create_publisher(Float32MultiArray, OBJECTS_TOPIC, masks_qos)
-        self.overlay_pub = self.create_publisher(Image, OVERLAY_TOPIC, masks_qos)
+        self.masks_pub = self.create_lifecycle_publisher(Image, MASKS_TOPIC, masks_qos)
+        self.objects_pub = self.create_lifecycle_publisher(TrackedObjectArray, OBJECTS_TOPIC,
+                                                           masks_qos)
+        self.overlay_pub = self.create_lifecycle_publisher(Image, OVERLAY_TOPIC, masks_qos)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         if settings.use_compressed:
             # image_transport convention: '<resolved image topic>/compressed', so that
             # remapping 'image' also moves the compressed subscription.
@@ -179,25 +125,100 @@ class DefvosNode(Node):
         command_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.seed_topic = self.resolve_topic_name('seed_mask')
         self.create_subscription(Image, 'seed_mask', self._on_seed, command_qos)
-        self.create_subscription(UInt8, REMOVE_TOPIC, self._on_remove, command_qos)
-        self.create_service(Trigger, RESET_SERVICE, self._on_reset)
+        # The object services await the worker; a pending coroutine holds its callback group,
+        # so they get their own (reentrant) group and never hold up the image callbacks.
+        services = ReentrantCallbackGroup()
+        self.create_service(AddObjects, ADD_SERVICE, self._on_add_objects,
+                            callback_group=services)
+        self.create_service(RemoveObjects, REMOVE_SERVICE, self._on_remove_objects,
+                            callback_group=services)
+        self.create_service(Trigger, RESET_SERVICE, self._on_reset, callback_group=services)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, clock=steady)
         if settings.summary_period_sec > 0:
-            self.create_timer(settings.summary_period_sec, self._log_summary,
-                              clock=Clock(clock_type=ClockType.STEADY_TIME))
+            self.create_timer(settings.summary_period_sec, self._log_summary, clock=steady)
+        if settings.autostart:
+            self._autostart()
 
-        self._worker = threading.Thread(target=self._work, name='defvos-inference',
-                                        daemon=True)
-        self._worker.start()
+    def _autostart(self) -> None:
+        """Configure and activate now; StartupError (node destroyed) when either fails."""
+        for name, transition in (('configure', self.trigger_configure),
+                                 ('activate', self.trigger_activate)):
+            if transition() != TransitionCallbackReturn.SUCCESS:
+                reason = getattr(self, '_transition_error', '') or f'{name} failed'
+                self.destroy_node()
+                raise StartupError(reason)
+
+    # -------------------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Build the tracker and start the worker (FAILURE, with a log line, on any error)."""
+        self._transition_error = ''
+        try:
+            tracker = self._build_tracker()
+        except StartupError as error:
+            self._transition_error = str(error)
+            self.get_logger().error(f'configure failed: {error}')
+            return TransitionCallbackReturn.FAILURE
+        self.tracker = tracker
+        self.worker = TrackingWorker(
+            tracker, self._convert, self._frames, self.stats, self.limits,
+            publish=self._publish, warn=self.warnings.warn, log=self._log,
+            on_failure=self._on_worker_failure)
+        self.worker.start()
+        self.state = 'inactive'
+        settings = self.settings
         self.get_logger().info(
-            f'ready: {settings.tracker.backend} on {settings.tracker.device}, size '
-            f'{settings.tracker.size or "input"}'
-            f", frames from '{self.image_topic}' ({settings.image_qos_reliability}, depth "
-            f"{settings.image_qos_depth}), seeds from '{self.seed_topic}', masks on "
-            f"'{self.masks_pub.topic_name}' ({settings.masks_qos_reliability})")
+            f'configured: {settings.tracker.backend} on {settings.tracker.device}, size '
+            f'{settings.tracker.size or "input"}, frames from \'{self.image_topic}\' '
+            f'({settings.image_qos_reliability}, depth {settings.image_qos_depth}), seeds '
+            f"from '{self.seed_topic}', masks on '{self.masks_pub.topic_name}' "
+            f'({settings.masks_qos_reliability})')
+        return TransitionCallbackReturn.SUCCESS
 
-    # ---------------------------------------------------------------------------- start-up
-    def _load_tracker(self) -> Tracker:
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start processing frames."""
+        result = super().on_activate(state)
+        if result == TransitionCallbackReturn.SUCCESS:
+            self.state = 'active'
+            self.get_logger().info('active: processing frames')
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Pause: frames are counted as dropped (inactive); objects and memory are kept."""
+        self.state = 'inactive'
+        self.get_logger().info('inactive: frames are dropped until activated')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the worker and free the model."""
+        self._release()
+        self.state = 'unconfigured'
+        self.get_logger().info('cleaned up: model freed')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the worker and free the model."""
+        self._release()
+        self.state = 'finalized'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free what a failed transition left; the node returns to unconfigured."""
+        self._release()
+        self.state = 'unconfigured'
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        worker, self.worker = getattr(self, 'worker', None), None
+        if worker is not None and not worker.stop(STOP_TIMEOUT_S):
+            self.get_logger().warning('the inference worker is still busy; abandoned')
+        self.tracker = None
+        frames = getattr(self, '_frames', None)
+        if frames is not None:
+            frames.clear()
+
+    def _build_tracker(self) -> Tracker:
         import torch
 
         from defvos_core.build import build_tracker
@@ -206,7 +227,7 @@ class DefvosNode(Node):
         if settings.num_threads:
             torch.set_num_threads(settings.num_threads)
         try:
-            return build_tracker(settings.weights or None, settings.tracker)
+            tracker = build_tracker(settings.weights or None, settings.tracker)
         except FileNotFoundError as error:
             raise StartupError(f"{error} (parameter 'weights')") from error
         except Exception as error:  # torch/onnxruntime raise many types; report them all
@@ -215,66 +236,117 @@ class DefvosNode(Node):
                 f"'{settings.tracker.device}' with weights "
                 f"{settings.weights or '(shipped student)'}: {type(error).__name__}: "
                 f'{error}') from error
+        prepare = getattr(tracker.backend, 'prepare', None)
+        for height, width in settings.image_sizes():
+            if prepare is not None:
+                try:
+                    prepare(height, width)
+                except Exception as error:
+                    raise StartupError(f'cannot prepare the graphs for {height}x{width} '
+                                       f"(parameter 'expected_image_sizes'): {error}") from error
+        return tracker
 
     def destroy_node(self) -> None:
         """Stop the inference thread, then destroy the node."""
-        worker = getattr(self, '_worker', None)
-        if worker is not None and worker.is_alive():
-            with self._wake:
-                self._stopping = True
-                self._wake.notify_all()
-            worker.join(timeout=10.0)
+        self._release()
         super().destroy_node()
 
     # --------------------------------------------------------------------------- callbacks
     def _on_image(self, msg: Frame) -> None:
-        frame = BufferedFrame(stamp_to_ns(msg.header.stamp), msg, time.monotonic_ns())
         self.stats.frame_received()
-        self._frames.push(frame)
-        with self._wake:
-            if self._latest is not None:
-                self.stats.frame_dropped()
-            self._latest = frame
-            self._wake.notify()
+        frame = BufferedFrame(stamp_to_ns(msg.header.stamp), msg, time.monotonic_ns())
+        worker = self.worker
+        if self.state != 'active' or worker is None:
+            self.stats.frame_dropped('inactive')
+            return
+        worker.submit_frame(frame)
 
     def _on_seed(self, msg: Image) -> None:
-        with self._wake:
-            if len(self._pending_seeds) >= MAX_PENDING_SEEDS:
-                dropped = self._pending_seeds.popleft()
-                self.warnings.warn(
-                    'seed_overflow', f'{MAX_PENDING_SEEDS} seed masks waiting for their '
-                    f'frames: dropped the oldest (stamp {format_stamp(dropped.stamp_ns)})')
-            self._pending_seeds.append(_PendingSeed(msg, stamp_to_ns(msg.header.stamp),
-                                                    time.monotonic(), self._generation))
-            self._seed_arrived = True
-            self._wake.notify()
+        worker = self.worker
+        where = f"seed_mask on '{self.seed_topic}'"
+        if worker is None:
+            self.warnings.warn('inactive', f'{where} rejected: the node is not configured')
+            return
+        worker.submit_objects(ObjectRequest(stamp_to_ns(msg.header.stamp), where,
+                                            load_label_map=lambda: image_to_labels(msg)))
 
-    def _on_remove(self, msg: UInt8) -> None:
-        object_id = int(msg.data)
-        with self._tracker_lock:
-            tracked = self.tracker.object_ids
-            try:
-                self.tracker.remove_object(object_id)
-            except KeyError:
-                self.warnings.warn('remove_unknown', f"'{REMOVE_TOPIC}': object {object_id} "
-                                   f'is not tracked (tracked: {tracked})')
-                return
-            remaining = self.tracker.object_ids
-        self.get_logger().info(f'removed object {object_id}; tracking {remaining}')
+    async def _on_add_objects(self, request: AddObjects.Request,
+                              response: AddObjects.Response) -> AddObjects.Response:
+        response.success = False
+        try:
+            prompts = parse_prompts(list(request.objects))
+        except InputError as error:
+            self.warnings.warn(error.kind, f"'{ADD_SERVICE}' rejected: {error}")
+            response.message = str(error)
+            return response
+        worker = self.worker
+        if worker is None:
+            response.message = 'the node is not configured'
+            return response
+        pending = worker.submit_objects(ObjectRequest(
+            stamp_to_ns(request.header.stamp), f"'{ADD_SERVICE}' request", masks=prompts.masks,
+            boxes=prompts.boxes, points=prompts.points))
+        try:
+            result = await self._answer(pending)
+        except Exception as error:  # InputError (already logged by the worker) or a failure
+            response.message = str(error)
+            return response
+        response.success = True
+        response.ids = list(result.values)
+        response.mask_values = [int(result.values[i]) for i in response.ids]
+        response.message = f'tracking {result.tracked}'
+        return response
 
-    def _on_reset(self, request: Trigger.Request,
-                  response: Trigger.Response) -> Trigger.Response:
-        with self._tracker_lock:
-            cleared = self.tracker.object_ids
-            self.tracker.reset()
-            self._generation += 1
-            self._last_published_ns = None
-        with self._wake:
-            self._pending_seeds.clear()
+    async def _on_remove_objects(self, request: RemoveObjects.Request,
+                                 response: RemoveObjects.Response) -> RemoveObjects.Response:
+        worker = self.worker
+        if worker is None:
+            response.success, response.message = False, 'the node is not configured'
+            return response
+        try:
+            result = await self._answer(worker.submit_remove(list(request.ids)))
+        except Exception as error:
+            response.success, response.message = False, str(error)
+            return response
+        response.success = True
+        response.removed, response.unknown = result.removed, result.unknown
+        response.message = (f'removed {result.removed}' +
+                            (f'; not tracked: {result.unknown}' if result.unknown else ''))
+        if result.unknown:
+            self.warnings.warn('remove_unknown', f"'{REMOVE_SERVICE}': {result.unknown} "
+                               'are not tracked')
+        return response
+
+    async def _on_reset(self, request: Trigger.Request,
+                        response: Trigger.Response) -> Trigger.Response:
+        worker = self.worker
+        if worker is None:
+            response.success, response.message = True, 'nothing to reset (not configured)'
+            return response
+        try:
+            cleared = await self._answer(worker.submit_reset())
+        except Exception as error:
+            response.success, response.message = False, str(error)
+            return response
         response.success = True
         response.message = f'cleared {len(cleared)} object(s) {cleared} and the memory'
         self.get_logger().info(f'reset: {response.message}')
         return response
+
+    async def _answer(self, pending: ConcurrentFuture) -> Any:
+        """Await a worker future without blocking the executor; return its result.
+
+        The rclpy future has a done callback, so completing it from the worker thread
+        wakes the executor, which then resumes this coroutine.
+        """
+        executor = self.executor
+        if executor is None:  # not spinning: wait in this thread
+            return pending.result()
+        future: Future = Future(executor=executor)
+        future.add_done_callback(lambda _: None)
+        pending.add_done_callback(future.set_result)
+        done: ConcurrentFuture = await future
+        return done.result()
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         reason = validate_update(parameters)
@@ -282,174 +354,113 @@ class DefvosNode(Node):
             return SetParametersResult(successful=False, reason=reason)
         for parameter in parameters:
             self.settings.set_parameter(parameter.name, parameter.value)
+        self.limits.max_objects = self.settings.max_objects
+        self.limits.seed_tolerance_sec = self.settings.seed_tolerance_sec
+        self.limits.seed_wait_sec = self.settings.seed_wait_sec
         return SetParametersResult(successful=True)
 
+    # ---------------------------------------------------------------------- status outputs
     def _log_summary(self) -> None:
-        summary = self.stats.summary(objects=len(self.tracker.object_ids))
-        self.get_logger().info(summary.format())
+        worker = self.worker
+        objects = worker.snapshot().objects if worker is not None else 0
+        self.get_logger().info(self._summary_reader.read(objects=objects).format())
 
-    # ------------------------------------------------------------------------------ worker
-    def _work(self) -> None:
-        while True:
-            with self._wake:
-                self._wake.wait_for(
-                    lambda: self._stopping or self._latest is not None or self._seed_arrived,
-                    timeout=_WORKER_POLL_S)
-                if self._stopping:
-                    return
-                self._seed_arrived = False
-            try:
-                self._process_seeds()
-                frame = self._take_latest()
-                if frame is not None:
-                    self._process_frame(frame)
-            except Exception as error:  # never let the worker die on one bad frame
-                self.get_logger().error(f'unexpected error while tracking: '
-                                        f'{type(error).__name__}: {error}',
-                                        throttle_duration_sec=self.settings.warning_throttle_sec)
+    def _publish_diagnostics(self) -> None:
+        worker = self.worker
+        snapshot = worker.snapshot() if worker is not None else None
+        status = node_status(
+            f'{self.get_name()}: tracking', self.get_fully_qualified_name(), self.state,
+            self._diagnostics_reader.read(), snapshot or WorkerSnapshot(),
+            self.settings.diagnostic_thresholds(), self.worker_error)
+        message = DiagnosticArray(status=[status])
+        message.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(message)
 
-    def _take_latest(self, stamp_ns: Optional[int] = None) -> Optional[BufferedFrame[Frame]]:
-        """Take the newest frame (only if stamped ``stamp_ns`` when given)."""
-        with self._wake:
-            frame = self._latest
-            if frame is not None and (stamp_ns is None or frame.stamp_ns == stamp_ns):
-                self._latest = None
-                return frame
-        return None
-
-    def _convert(self, frame: BufferedFrame[Frame]) -> Optional[np.ndarray]:
-        """Return the frame as (H, W, 3) uint8 RGB, or None after a specific warning."""
-        msg = frame.item
+    def _on_worker_failure(self, error: BaseException) -> None:
+        """Report a dead worker (ERROR on /diagnostics) and let main() exit 1."""
+        self.worker_error = error
+        self.get_logger().fatal(f'the inference worker died: {type(error).__name__}: {error}')
         try:
-            if isinstance(msg, CompressedImage):
-                return compressed_to_rgb(msg)
-            return image_to_rgb(msg)
-        except ImageConversionError as error:
-            self.warnings.warn(error.kind, f"frame on '{self.image_topic}' (stamp "
-                               f'{format_stamp(frame.stamp_ns)}) dropped: {error}')
-            return None
+            self._publish_diagnostics()
+        finally:
+            self.failed.set()
 
-    def _process_frame(self, frame: BufferedFrame[Frame]) -> None:
-        rgb = self._convert(frame)
-        if rgb is None:
-            return
-        with self._tracker_lock:
-            if not self.tracker.object_ids:
-                return  # nothing is published while no object is tracked
-            try:
-                result = self.tracker.step(rgb)
-            except FrameError as error:
-                self.warnings.warn(error.kind, f"frame on '{self.image_topic}' dropped: "
-                                   f"{error} (call '{RESET_SERVICE}', then send a seed)")
-                return
-            self._publish(result, frame, rgb)
-        self.stats.frame_processed((time.monotonic_ns() - frame.received_ns) * 1e-9)
+    def _log(self, level: int, text: str) -> None:
+        logger = self.get_logger()
+        if level >= logging.ERROR:
+            logger.error(text, throttle_duration_sec=self.settings.warning_throttle_sec)
+        elif level >= logging.WARNING:
+            logger.warning(text)
+        else:
+            logger.info(text)
 
-    def _process_seeds(self) -> None:
-        with self._wake:
-            pending = list(self._pending_seeds)
-        tolerance_ns = int(round(self.settings.seed_tolerance_sec * 1e9))
-        for seed in pending:
-            frame = self._frames.match(seed.stamp_ns, tolerance_ns)
-            if frame is None and self._seed_may_wait(seed, tolerance_ns):
-                continue
-            with self._wake:
-                if seed not in self._pending_seeds:
-                    continue  # cleared by ~/reset meanwhile
-                self._pending_seeds.remove(seed)
-            if frame is None:
-                self._reject_unpaired(seed)
-            else:
-                self._apply_seed(seed, frame)
+    # ------------------------------------------------------------------- worker callbacks
+    def _convert(self, msg: Frame):
+        """Return a frame message as (H, W, 3) uint8 RGB (ImageConversionError if bad)."""
+        settings = self.settings
+        if isinstance(msg, CompressedImage):
+            return compressed_to_rgb(msg, settings.max_image_pixels,
+                                     settings.max_compressed_bytes)
+        return image_to_rgb(msg, settings.max_image_pixels)
 
-    def _seed_may_wait(self, seed: _PendingSeed, tolerance_ns: int) -> bool:
-        """Whether a seed stamped after every buffered frame may still wait for its frame."""
-        span = self._frames.span()
-        ahead = span is None or seed.stamp_ns > span[1] + tolerance_ns
-        return ahead and time.monotonic() - seed.received_s < self.settings.seed_wait_sec
-
-    def _reject_unpaired(self, seed: _PendingSeed) -> None:
-        span = self._frames.span()
-        held = ('no frame buffered yet' if span is None else
-                f'buffered frames span {format_stamp(span[0])}..{format_stamp(span[1])}')
-        self.warnings.warn(
-            'seed_no_frame', f"seed_mask on '{self.seed_topic}' stamped "
-            f'{format_stamp(seed.stamp_ns)} rejected: no frame on \'{self.image_topic}\' '
-            f'within +-{self.settings.seed_tolerance_sec} s ({held}, last '
-            f'{self._frames.capacity} kept); stamp the seed with its frame\'s header.stamp')
-
-    def _apply_seed(self, seed: _PendingSeed, frame: BufferedFrame[Frame]) -> None:
-        where = f"seed_mask on '{self.seed_topic}' stamped {format_stamp(seed.stamp_ns)}"
-        try:
-            labels = image_to_labels(seed.msg)  # (H, W) int32
-        except ImageConversionError as error:
-            self.warnings.warn('seed_invalid', f'{where} rejected: {error}')
-            return
-        rgb = self._convert(frame)
-        if rgb is None:
-            self.warnings.warn('seed_frame_invalid', f'{where} rejected: its frame could not '
-                               'be converted')
-            return
-        try:
-            labels, seed_ids = check_seed(labels, rgb.shape)
-        except SeedError as error:
-            self.warnings.warn(error.kind, f'{where} rejected: {error}')
-            return
-        with self._tracker_lock:
-            if seed.generation != self._generation:
-                return  # arrived before a ~/reset
-            tracked = self.tracker.object_ids
-            total = sorted(set(tracked) | set(seed_ids))
-            if len(total) > self.settings.max_objects:
-                self.warnings.warn(
-                    'seed_too_many', f'{where} rejected: it would make {len(total)} tracked '
-                    f'objects (seed {seed_ids}, tracked {tracked}) but max_objects is '
-                    f'{self.settings.max_objects}')
-                return
-            try:
-                result = self.tracker.add_objects(rgb, labels)
-            except (SeedError, FrameError) as error:
-                self.warnings.warn(error.kind, f'{where} rejected: {error}')
-                return
-            published = self._publish(result, frame, rgb, only_if_newest=True)
-        self._take_latest(frame.stamp_ns)  # that frame is done; do not step it twice
-        note = '' if published else ' (older than the last mask: not published)'
-        self.get_logger().info(f'seed at frame {format_stamp(frame.stamp_ns)}: added/replaced '
-                               f'{seed_ids}, tracking {result.object_ids}{note}')
-
-    def _publish(self, result: TrackResult, frame: BufferedFrame[Frame], rgb: np.ndarray,
-                 only_if_newest: bool = False) -> bool:
+    def _publish(self, result: TrackResult, presence: dict[int, Presence], ids: dict[int, str],
+                 frame: BufferedFrame[Frame], rgb) -> None:
         """Publish masks, objects and (when wanted) the overlay with the frame's header."""
-        if not result.object_ids:
-            return False
-        if (only_if_newest and self._last_published_ns is not None
-                and frame.stamp_ns < self._last_published_ns):
-            return False  # keep the mask stream in stamp order for stamp-fusing consumers
         header = frame.item.header
         self.masks_pub.publish(numpy_to_image(result.labels, 'mono8', header))
-        self.objects_pub.publish(objects_message(result, result.labels.size))
+        self.objects_pub.publish(tracked_objects_message(result, presence, ids, header))
         if self.settings.overlay and self.overlay_pub.get_subscription_count() > 0:
             self.overlay_pub.publish(numpy_to_image(overlay(rgb, result.labels), 'rgb8',
                                                     header))
             self.overlays_published += 1
-        self._last_published_ns = frame.stamp_ns
-        return True
+
+
+def spin_until_failure(node: DefvosNode, executor: Executor) -> int:
+    """Spin until shutdown (0) or until the node's worker dies (1)."""
+    while rclpy.ok(context=executor.context) and not node.failed.is_set():
+        executor.spin_once(timeout_sec=0.1)
+    return 1 if node.failed.is_set() else 0
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    """Run the node (``ros2 run defvos_ros segmenter`` / ``python -m defvos_ros``)."""
+    """Run the node (``ros2 run defvos_ros segmenter`` / ``python -m defvos_ros``).
+
+    Exit code 0 after Ctrl-C / shutdown, 1 when start-up fails (one FATAL line) or the
+    inference worker dies.
+    """
     rclpy.init(args=args)
+    node: Optional[DefvosNode] = None
+    executor: Optional[Executor] = None
+    code = 0
     try:
         node = DefvosNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        code = spin_until_failure(node, executor)
     except StartupError as error:
         rclpy.logging.get_logger(NODE_NAME).fatal(f'start-up failed: {error}')
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
+        code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        pass  # Ctrl-C at any moment, also while the model loads, ends the node cleanly
     finally:
-        node.destroy_node()
+        if executor is not None:
+            executor.shutdown(timeout_sec=0.5)
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code
+
+
+def entry_point() -> None:
+    """Console entry: run `main`, then exit at once with its code.
+
+    Interpreter finalisation after rclpy's shutdown (native libraries' destructors) took
+    1.3-2.1 s here with nothing left to do; ``os._exit`` skips it, so Ctrl-C ends the
+    process well within a second (launch escalates to SIGTERM after 5 s). Everything the
+    node owns is already closed by `main`; the standard streams are flushed first.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -23,6 +23,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 
 from defvos_core.config import BACKENDS, MAX_OBJECT_ID, OnnxConfig, TrackerConfig
+from defvos_ros.diagnostics import DiagnosticThresholds
 
 RELIABILITIES = ('best_effort', 'reliable')
 
@@ -57,12 +58,27 @@ def tracker_config_from(values: dict[str, Any]) -> TrackerConfig:
     return TrackerConfig(onnx=onnx, **plain)
 
 
+#: Nested settings whose fields are node parameters under their own names.
+NESTED = ('tracker', 'diagnostics')
+
+
 @dataclass
 class NodeSettings:
-    """Typed values of the node's parameters; tracker settings live in ``tracker``."""
+    """Typed values of the node's parameters.
+
+    Tracker settings live in ``tracker`` (names: TRACKER_PARAMETERS) and the diagnostics
+    thresholds in ``diagnostics`` (each field of DiagnosticThresholds is a parameter).
+    """
 
     weights: str = ''  # '' = the shipped student
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    diagnostics: DiagnosticThresholds = field(default_factory=DiagnosticThresholds)
+    autostart: bool = True  # configure and activate at start-up (no lifecycle manager needed)
+    # ONNX graphs are prepared at configure time for these camera sizes ('HxW'); others on
+    # their first frame (frames are dropped while that runs)
+    expected_image_sizes: list[str] = field(default_factory=list)
+    max_image_pixels: int = 4096 * 4096  # larger frames (raw or declared compressed) refused
+    max_compressed_bytes: int = 32 * 2**20  # larger CompressedImage messages refused
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
     max_objects: int = 10
     seed_tolerance_sec: float = 0.01
@@ -88,24 +104,50 @@ class NodeSettings:
     def parameter_values(self) -> dict[str, Any]:
         """Return every parameter by name, as declared on the node."""
         values = {item.name: getattr(self, item.name) for item in fields(self)
-                  if item.name != 'tracker'}
+                  if item.name not in NESTED}
+        values = {name: list(value) if isinstance(value, list) else value
+                  for name, value in values.items()}
         values.update({name: _tracker_value(self.tracker, path)
                        for name, path in TRACKER_PARAMETERS.items()})
+        values.update({item.name: getattr(self.diagnostics, item.name)
+                       for item in fields(DiagnosticThresholds)})
         return values
 
     @classmethod
     def from_parameter_values(cls, values: dict[str, Any]) -> 'NodeSettings':
         """Return the settings that parameter values (by name) describe."""
         own = {item.name: values[item.name] for item in fields(cls)
-               if item.name != 'tracker' and item.name in values}
-        return cls(tracker=tracker_config_from(values), **own)
+               if item.name not in NESTED and item.name in values}
+        diagnostics = DiagnosticThresholds(**{item.name: values[item.name]
+                                              for item in fields(DiagnosticThresholds)
+                                              if item.name in values})
+        return cls(tracker=tracker_config_from(values), diagnostics=diagnostics, **own)
 
     def set_parameter(self, name: str, value: Any) -> None:
         """Apply one (validated) run-time parameter change."""
         if name in TRACKER_PARAMETERS:
             raise ValueError(f"parameter '{name}' is read-only")
-        if any(item.name == name for item in fields(self)):
+        if any(item.name == name for item in fields(DiagnosticThresholds)):
+            setattr(self.diagnostics, name, value)
+        elif any(item.name == name for item in fields(self)):
             setattr(self, name, value)
+
+    def diagnostic_thresholds(self) -> DiagnosticThresholds:
+        """Return the current diagnostics thresholds."""
+        return self.diagnostics
+
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """Return ``expected_image_sizes`` as (height, width) pairs."""
+        return [parse_image_size(text) for text in self.expected_image_sizes]
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """Return 'HxW' (e.g. '480x640') as (height, width); ValueError naming the parameter."""
+    parts = text.lower().replace(' ', '').split('x')
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ValueError(f"parameter 'expected_image_sizes': {text!r} is not HEIGHTxWIDTH "
+                         "(e.g. '480x640')")
+    return int(parts[0]), int(parts[1])
 
 
 def parameter_defaults() -> dict[str, Any]:
@@ -176,6 +218,29 @@ SPECS: dict[str, _Spec] = {
                                 float_range=(0.0, 3600.0)),
     'warning_throttle_sec': _Spec('Each kind of bad-input warning is logged at most once '
                                   'per this period (seconds).', float_range=(0.0, 3600.0)),
+    'autostart': _Spec('Configure and activate at start-up; false leaves the node '
+                       'unconfigured for a lifecycle manager.'),
+    'expected_image_sizes': _Spec("Camera sizes ('HxW', e.g. '480x640') whose ONNX graphs "
+                                  'are prepared at configure time; other sizes are prepared '
+                                  'on their first frame (frames dropped meanwhile).'),
+    'max_image_pixels': _Spec('Frames (raw, or the canvas a CompressedImage declares) with '
+                              'more pixels are refused with a warning.',
+                              int_range=(1, 2**31 - 1)),
+    'max_compressed_bytes': _Spec('CompressedImage messages with more bytes are refused with '
+                                  'a warning.', int_range=(1, 2**31 - 1)),
+    'expected_rate_hz': _Spec('Camera rate for /diagnostics (WARN below min_rate_fraction '
+                              'of it); 0 = input rate not checked.', read_only=False,
+                              float_range=(0.0, 1000.0)),
+    'min_rate_fraction': _Spec('/diagnostics WARN when the input rate is below this '
+                               'fraction of expected_rate_hz.', read_only=False,
+                               float_range=(0.0, 1.0)),
+    'latency_warn_ms': _Spec('/diagnostics WARN above this node latency p95 (ms).',
+                             read_only=False, float_range=(0.0, 1e6)),
+    'latency_error_ms': _Spec('/diagnostics ERROR above this node latency p95 (ms).',
+                              read_only=False, float_range=(0.0, 1e6)),
+    'drop_warn_fraction': _Spec('/diagnostics WARN when more than this fraction of the '
+                                "frames is dropped as stale, invalid, rejected or error.",
+                                read_only=False, float_range=(0.0, 1.0)),
 }
 
 
@@ -228,6 +293,9 @@ def check_value(name: str, value: Any) -> None:
                          '>= 32 pixels')
     if name == 'device' and not str(value).strip():
         raise ValueError("parameter 'device' is empty; expected e.g. 'cpu' or 'cuda:0'")
+    if name == 'expected_image_sizes':
+        for text in value or []:
+            parse_image_size(text)
 
 
 def validate_update(parameters: list[Parameter]) -> Optional[str]:

@@ -104,7 +104,7 @@ class TestSegmentLaunch(unittest.TestCase):
         missing = self.player.play(frames, seed=seed, rate=0.0, wait_timeout=30.0)
         self.assertEqual(missing, 0)
         self.assertEqual(len(self.player.sent), 3)
-        proc_output.assertWaitFor('seed at frame', timeout=10)
+        proc_output.assertWaitFor('seed_mask on', timeout=10)
 
 
 @launch_testing.post_shutdown_test()
