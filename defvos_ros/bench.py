@@ -1,7 +1,7 @@
 """Benchmark of the ROS node: end-to-end latency, overhead over the bare tracker, and a soak.
 
-    python -m defvos_ros.bench [--frames 60] [--soak 10000] [--size 240] [--threads 2]
-        [--soak-size 64] [--camera-fps 30] [--backend torch] [--domain-id D]
+    python -m defvos_ros.bench [--frames 60] [--soak 10000] [--soak-churn 300] [--size 240]
+        [--threads 2] [--soak-size 64] [--camera-fps 30] [--backend torch] [--domain-id D]
 
 1. Bare ``Tracker.step`` on the sample clip at processing size ``--size`` (in this process).
 2. The node (``python -m defvos_ros``, its own process, same size and threads) over DDS:
@@ -11,11 +11,13 @@
    frames alternate in blocks of 5 so both meet the same load on a shared CPU.
 3. A camera at ``--camera-fps`` faster than the model: masks received, frames dropped as
    stale by the node, and latency over the first and last halves (it must not grow).
-4. Soak: ``--soak`` frames in lockstep through a fresh node; RSS of the node process at the
-   start (after seeding and warm-up), along the way and at the end. The soak uses small
-   frames (the clip resized to a short side of ``--soak-size``, processed at that size) so
-   that 10,000 frames finish in minutes on a 2-core CPU; memory is bounded by the engine
-   and the frame buffer whatever the frame size.
+4. Soak: ``--soak`` frames at ``--camera-fps`` through a fresh node, an object added
+   (``~/add_objects``) or removed (``~/remove_objects``) every ``--soak-churn`` frames; RSS
+   of the node process, latency p50/p99 and the memory tensors (from /diagnostics) at the
+   start (after seeding and warm-up) and at the end. The soak uses small frames (the clip
+   resized to a short side of ``--soak-size``, processed at that size) so that 10,000
+   frames finish in minutes on a 2-core CPU; memory is bounded by the engine and the frame
+   buffer whatever the frame size.
 
 Only figures are printed; nothing is asserted.
 """
@@ -34,6 +36,9 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 import rclpy
+from defvos_interfaces.msg import ObjectPrompt
+from defvos_interfaces.srv import AddObjects, RemoveObjects
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -263,31 +268,99 @@ def camera(session: NodeSession, messages: list[Image], fps: float) -> None:
           f'{np.median(latencies[half:] or [np.nan]):.1f} ms (no accumulation)')
 
 
+class SoakProbe:
+    """The soak's extra channels: object services and the node's /diagnostics figures."""
+
+    def __init__(self, client: Node) -> None:
+        self.add = client.create_client(AddObjects, 'defvos/add_objects')
+        self.remove = client.create_client(RemoveObjects, 'defvos/remove_objects')
+        self.figures: dict[str, str] = {}
+        client.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        self.calls: list = []
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith(': tracking'):
+                self.figures = {item.key: item.value for item in status.values}
+
+    def memory(self) -> str:
+        """Return the node's last reported memory tensors (frames, MB)."""
+        return (f"{self.figures.get('memory frames', '?')} frames, "
+                f"{self.figures.get('memory (MB)', '?')} MB")
+
+    def add_box(self, object_id: str, stamp: int, shape: tuple[int, int],
+                rng: np.random.Generator) -> None:
+        """Ask the node to add a box-shaped mask object at the frame stamped ``stamp``."""
+        height, width = shape
+        mask = np.zeros(shape, np.uint8)
+        top, left = int(rng.integers(0, height // 2)), int(rng.integers(0, width // 2))
+        mask[top:top + height // 3, left:left + width // 3] = 1
+        prompt = ObjectPrompt(id=object_id, kind=ObjectPrompt.KIND_MASK,
+                              mask=numpy_to_image(mask, 'mono8'))
+        request = AddObjects.Request(objects=[prompt])
+        request.header.stamp.sec, request.header.stamp.nanosec = divmod(stamp, 10**9)
+        self.calls.append(self.add.call_async(request))
+
+    def remove_ids(self, *object_ids: str) -> None:
+        """Ask the node to stop tracking ``object_ids``."""
+        self.calls.append(self.remove.call_async(RemoveObjects.Request(ids=list(object_ids))))
+
+
 def soak(args: argparse.Namespace, parameters: dict, logs: Path) -> None:
-    """Run ``args.soak`` small frames through a fresh node; print its RSS along the way."""
+    """Run ``args.soak`` frames at camera rate through a fresh node, with object churn.
+
+    An object is added or removed every ``args.soak_churn`` frames; RSS, latency and memory
+    are printed at the start and the end.
+    """
     frames, seed = load_clip(args.soak_size)
     height, width = frames[0].shape[:2]
-    print(f'soak: {args.soak} frames of {width}x{height} processed at size {args.soak_size} '
-          '(small frames so that 10,000 finish in minutes on a 2-core CPU)')
+    print(f'soak: {args.soak} frames of {width}x{height} at {args.camera_fps:g} fps, processed '
+          f'at size {args.soak_size}, an object added or removed every {args.soak_churn} '
+          'frames (small frames so that 10,000 finish in minutes on a 2-core CPU)')
     session = NodeSession(dict(parameters, size=args.soak_size), logs / 'soak_node.log')
     try:
-        pid = session.process.pid
+        pid, client = session.process.pid, session.client
+        probe = SoakProbe(client)
         session.seed(frames[0], seed)
         messages = [numpy_to_image(f, 'rgb8') for f in ping_pong(frames, 60)]
         session.lockstep(messages)  # warm-up: memory fills up to its bounds
-        start_rss = rss_mb(pid)
-        print(f'  RSS after seeding + 60 warm-up frames: {start_rss:.1f} MB')
-        report_every = max(1, args.soak // 5)
-        lost, started = 0, time.monotonic()
-        for done in range(1, args.soak + 1):
-            msg = messages[done % len(messages)]
-            lost += session.client.wait(session.client.send(msg)) is None
-            if done % report_every == 0 or done == args.soak:
-                rate = done / (time.monotonic() - started)
-                print(f'  {done:6d} frames: RSS {rss_mb(pid):.1f} MB  ({rate:.1f} frames/s)')
-        end_rss = rss_mb(pid)
-        print(f'soak RSS start {start_rss:.1f} MB, end {end_rss:.1f} MB '
-              f'({end_rss - start_rss:+.1f} MB over {args.soak} frames; {lost} masks missing)')
+        time.sleep(1.5)  # one /diagnostics period: the memory figures of the full memory
+        start_rss, start_memory = rss_mb(pid), probe.memory()
+        rng = np.random.default_rng(0)
+        stamps, extra = [], 0
+        started = time.monotonic()
+        for index in range(args.soak):
+            delay = started + index / args.camera_fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            stamps.append(client.send(messages[index % len(messages)]))
+            if index and index % args.soak_churn == 0:
+                if extra % 2 == 0:
+                    probe.add_box(f'extra{extra}', stamps[-1], (height, width), rng)
+                else:
+                    probe.remove_ids(f'extra{extra - 1}')
+                extra += 1
+        time.sleep(2.0)
+        end_rss, end_memory = rss_mb(pid), probe.memory()
+        arrivals = client.arrivals
+        latencies = [(arrivals[s] - s) * 1e-6 for s in stamps if s in arrivals]
+        window = max(1, min(1000, len(latencies) // 4))
+
+        def p50_p99(values: list[float]) -> str:
+            if not values:
+                return 'n/a'
+            p50, p99 = np.percentile(values, [50, 99])
+            return f'p50 {p50:.1f} ms p99 {p99:.1f} ms'
+
+        answered = sum(call.done() and call.result() is not None for call in probe.calls)
+        print(f'  masks {len(latencies)} of {len(stamps)} frames (the rest dropped as stale: '
+              f'the model is slower than the camera); {answered}/{len(probe.calls)} object '
+              'requests answered')
+        print(f'  start: RSS {start_rss:.1f} MB, latency {p50_p99(latencies[:window])} '
+              f'(first {window} masks), memory {start_memory}')
+        print(f'  end:   RSS {end_rss:.1f} MB, latency {p50_p99(latencies[-window:])} '
+              f'(last {window} masks), memory {end_memory}')
+        print(f'soak RSS {end_rss - start_rss:+.1f} MB over {args.soak} frames')
     finally:
         session.close()
 
@@ -298,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--frames', type=int, default=60, help='frames timed per measurement')
     parser.add_argument('--soak', type=int, default=0, help='soak frames (0 = no soak)')
+    parser.add_argument('--soak-churn', type=int, default=300,
+                        help='frames between object additions/removals in the soak')
     parser.add_argument('--size', type=int, default=TrackerConfig.size, help='processing size')
     parser.add_argument('--soak-size', type=int, default=64, help='frame size of the soak')
     parser.add_argument('--threads', type=int, default=2, help='torch threads')

@@ -13,6 +13,9 @@ from defvos_ros.stats import PipelineStats
 class InputWarnings:
     """Log each kind of rejected input at most once per throttle period, and count them all.
 
+    Each line ends with its kind in brackets (e.g. ``[image_encoding]``), so logs can be
+    filtered by kind.
+
     rclpy throttles per call site and logger object, so each kind gets its own logger
     object (same name as the node's logger, so it reaches /rosout as the node's).
     """
@@ -33,4 +36,4 @@ class InputWarnings:
             if logger is None:
                 logger = self._loggers[kind] = rclpy.logging.get_logger(self._logger_name)
         self._stats.input_rejected()
-        logger.warning(message, throttle_duration_sec=self._throttle_sec)
+        logger.warning(f'{message} [{kind}]', throttle_duration_sec=self._throttle_sec)
