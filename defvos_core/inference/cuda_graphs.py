@@ -68,7 +68,8 @@ class StaticCall:
             self.fn(*self.inputs)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: CUDA calls of other threads (a ROS node's) do not break this capture
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = tuple(self.fn(*self.inputs))
 
     def __call__(self, tensors: Sequence[torch.Tensor], reuse: frozenset[int]) -> Tensors:
