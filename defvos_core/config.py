@@ -74,6 +74,13 @@ class TrackerConfig:
     """Per-video inference settings: processing size, memory policy, runtime and device."""
 
     size: int | None = 240  # short side the frames are resized to; None keeps the input size
+    # Bounds of the processing size against extreme shapes (a 100x1 frame would otherwise be
+    # processed at 240x24000): the long side after resizing is at most `max_long_side` (the
+    # short side shrinks to match), and frames longer than `max_aspect_ratio`:1 are refused
+    # (FrameError "frame_shape"). Cameras are 4:3 to 21:9, panoramas up to 8:1; at the
+    # default size a 21:9 frame is processed at 240x560 and an 8:1 one at 160x1280.
+    max_long_side: int = 1280
+    max_aspect_ratio: float = 8.0
     mem_every: int = 5  # add a frame to the long-term FIFO every this many frames
     max_memory_frames: int = 6  # bound of the long-term FIFO (seed frames not counted)
     max_seed_frames: int = 4  # bound of the kept seed frames (oldest dropped first)
@@ -86,6 +93,12 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}: expected one of {BACKENDS}")
+        if self.max_long_side < 1:
+            raise ValueError(f"max_long_side must be a positive number of pixels, got "
+                             f"{self.max_long_side}")
+        if self.max_aspect_ratio < 1:
+            raise ValueError(f"max_aspect_ratio is long side / short side, so >= 1; got "
+                             f"{self.max_aspect_ratio}")
 
 
 @dataclass

@@ -17,8 +17,16 @@ class InputError(ValueError):
 
 
 class SeedError(InputError):
-    """A seed cannot be used. Kinds: `seed_size`, `seed_empty`, `seed_ids`."""
+    """A seed cannot be used. Kinds: `seed_size`, `seed_empty`, `seed_ids`.
+
+    (An object smaller than the model's finest scale is kept, not refused: it is listed in
+    `TrackResult.tiny_objects` so a caller can warn.)
+    """
 
 
 class FrameError(InputError):
-    """A frame cannot be tracked. Kinds: `frame_format`, `frame_size`."""
+    """A frame cannot be tracked.
+
+    Kinds: `frame_format` (not (H, W, 3) uint8), `frame_size` (the size changed while objects
+    are tracked), `frame_shape` (aspect ratio beyond `TrackerConfig.max_aspect_ratio`).
+    """

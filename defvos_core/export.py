@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         from defvos_core.onnx.graphs import OPSET, export_graphs
 
         weights = resolve_weights(args.weights)
-        geometry = FrameGeometry.for_input(height, width, short_side)
+        geometry = FrameGeometry.for_input(height, width, short_side,
+                                           TrackerConfig().max_long_side)
         model = load_model(weights)
         metadata = export_graphs(model, Path(args.out), geometry.padded, fp16=args.fp16,
                                  input_size=(height, width), resized_size=geometry.resized,

@@ -154,10 +154,19 @@ def defvos_log(caplog):
     logger.setLevel(level)
 
 
-def agreement(labels_a, labels_b):
-    """Fraction of equal pixels over all frames."""
-    equal = sum(int((a == b).sum()) for a, b in zip(labels_a, labels_b))
-    return equal / sum(a.size for a in labels_a)
+def worst_object_iou(labels_a, labels_b):
+    """Lowest IoU of one object's masks in the two runs, over objects 1, 2 and all frames.
+
+    Compared on the objects (the bear covers 12 % of the frame, the box 6 %): a fraction of
+    equal pixels would pass with a sixth of an object lost.
+    """
+    worst = 1.0
+    for a, b in zip(labels_a, labels_b):
+        for object_id in (1, 2):
+            union = np.count_nonzero((a == object_id) | (b == object_id))
+            if union:
+                worst = min(worst, np.count_nonzero((a == object_id) & (b == object_id)) / union)
+    return worst
 
 
 # ----------------------------------------------------------------------- graphs, metadata
@@ -242,7 +251,9 @@ def test_onnx_tracker_labels_agree_with_pytorch(clip, export_dir, torch_run):
     onnx_labels = track(Tracker(backend, CONFIG), clip)
     assert {int(i) for i in np.unique(onnx_labels[-1])} <= {0, 1, 2}
     assert 2 in onnx_labels[SECOND_SEED_AT]
-    assert agreement(onnx_labels, torch_labels) >= 0.995
+    worst = worst_object_iou(onnx_labels, torch_labels)
+    print(f"worst object IoU, onnxruntime fp32 vs PyTorch: {worst:.4f}")
+    assert worst >= 0.99
 
 
 def test_build_tracker_selects_the_onnxruntime_backend(clip, tmp_path, defvos_log):
@@ -270,7 +281,9 @@ def test_fp16_export_runs_on_cpu_and_mostly_agrees(clip, tmp_path, torch_run):
     assert read_metadata(folder)["precision"] == "fp16"
     segment = onnx.load(str(folder / "segment.onnx"))
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in segment.graph.initializer)
-    assert agreement(labels, torch_labels) >= 0.98
+    worst = worst_object_iou(labels, torch_labels)
+    print(f"worst object IoU, onnxruntime fp16 vs PyTorch: {worst:.4f}")
+    assert worst >= 0.93
 
 
 # ------------------------------------------------------------------ export folder checks

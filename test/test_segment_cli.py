@@ -74,3 +74,21 @@ def test_bad_input_exits_with_one_line_naming_the_file(tmp_path, clip, tiny_weig
     expect_error(["--frames", str(video), "--seed", str(seed)] + common, "broken.mp4", capsys)
     expect_error(["--frames", str(frames), "--seed", str(seed), "--out", str(tmp_path / "o"),
                   "--weights", str(tmp_path / "missing.pt")], "missing.pt", capsys)
+
+
+def test_void_seed_pixels_are_background(tmp_path, clip, tiny_weights):
+    frames, seed = clip
+    with_void = read_label_map(seed)
+    with_void[4:80, 300:400] = 255  # a void box on the wall
+    with_void[100:110, :] = np.where(with_void[100:110, :] == 1, 255, 0)  # part of the bear
+    void = with_void == 255
+    outputs = []
+    for name, label_map in (("void", with_void), ("cleaned", np.where(void, 0, with_void))):
+        write_label_map(tmp_path / f"{name}.png", label_map)
+        assert main(["--frames", str(frames), "--seed", str(tmp_path / f"{name}.png"),
+                     "--out", str(tmp_path / name), "--weights", str(tiny_weights),
+                     "--size", "120", "--no-video"]) == 0
+        outputs.append([read_label_map(path) for path in sorted((tmp_path / name).glob("*.png"))])
+    assert len(outputs[0]) == 4
+    assert not outputs[0][0][void].any() and all(labels.max() <= 1 for labels in outputs[0])
+    assert all(np.array_equal(a, b) for a, b in zip(*outputs))  # 255 is background, exactly

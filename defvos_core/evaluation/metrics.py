@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from skimage.morphology import disk
 
-VOID_LABEL = 255
+from defvos_core.config import VOID_LABEL  # the seed rule's void label: background here too
 METRIC_KEYS = ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 
 

@@ -34,6 +34,17 @@ class MemoryFrame:
                    for t in (self.key, self.value, self.mask, self.identity))
 
 
+@dataclass(eq=False)
+class MemoryState:
+    """A `MemoryManager.snapshot`: the frames held and each one's mutable entries."""
+
+    seeds: list[MemoryFrame]
+    fifo: list[MemoryFrame]
+    short: MemoryFrame | None
+    frames_since_memory: int
+    stored: list[tuple[MemoryFrame, torch.Tensor, torch.Tensor, set[int]]]
+
+
 class MemoryManager:
     """Seed frames + a FIFO of every `mem_every`-th frame (long-term) + the last frame."""
 
@@ -97,8 +108,10 @@ class MemoryManager:
                    encode_identity: IdentityEncoder) -> None:
         """Apply `edit` to every stored mask and recompute the identity entries.
 
-        Used when an object is removed or replaced (its slot moves to background) and when
-        a new identity bank opens (every stored frame gains an all-background bank).
+        Used when an object is removed or replaced (its slot moves to background), when a
+        new identity bank opens (every stored frame gains an all-background bank) and when
+        banks are compacted (objects change slots, the last banks go). `edit` returns a new
+        tensor: stored ones are never written to (`snapshot` relies on it).
         """
         stored = self._stored_frames()
         for frame in stored.values():
@@ -118,6 +131,23 @@ class MemoryManager:
     def _stored_frames(self) -> dict[int, MemoryFrame]:
         """Every held frame once (the short-term frame may also be a long-term one)."""
         return {id(f): f for f in self.frames() + ([self.short] if self.short else [])}
+
+    def snapshot(self) -> MemoryState:
+        """Return the whole state, for `restore` (stored tensors are replaced, never written)."""
+        stored = [(f, f.mask, f.identity, set(f.object_ids))
+                  for f in self._stored_frames().values()]
+        return MemoryState(list(self.seeds), list(self.fifo), self.short,
+                           self._frames_since_memory, stored)
+
+    def restore(self, state: MemoryState) -> None:
+        """Return to a `snapshot`."""
+        for frame, mask, identity, object_ids in state.stored:
+            frame.mask, frame.identity, frame.object_ids = mask, identity, set(object_ids)
+        self.seeds = deque(state.seeds, maxlen=self.seeds.maxlen)
+        self.fifo = deque(state.fifo, maxlen=self.fifo.maxlen)
+        self.short = state.short
+        self._frames_since_memory = state.frames_since_memory
+        self._long_cache = None
 
     def num_long_term_frames(self) -> int:
         return len(self.seeds) + len(self.fifo)

@@ -10,7 +10,9 @@ Usage (`defvos_core.build.build_tracker` makes a ready tracker for either runtim
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -19,15 +21,17 @@ from defvos_core.config import TrackerConfig
 from defvos_core.errors import FrameError
 from defvos_core.inference.backend import Backend
 from defvos_core.inference.memory import MemoryFrame, MemoryManager
-from defvos_core.inference.objects import ObjectManager
+from defvos_core.inference.objects import ObjectManager, remap_slots
 from defvos_core.inference.preprocess import (
     FrameGeometry,
+    check_aspect_ratio,
     frame_to_tensor,
-    labels_to_stride4,
+    input_labels,
     probabilities_to_input,
+    seed_to_stride4,
 )
 from defvos_core.inference.seeds import check_seed
-from defvos_core.model.vos_model import FrameFeatures, mask_to_stride4
+from defvos_core.model.vos_model import FrameFeatures
 
 
 @dataclass
@@ -39,11 +43,20 @@ class TrackResult:
     confidence: dict[int, float]  # mean probability over each object's pixels (0 if absent)
     area: dict[int, int]  # pixels labelled with each object
     frame_index: int
-    probabilities: np.ndarray | None = field(default=None, repr=False)  # (K, H, W) float32
+    # (K, H, W) float32, only with step(return_probabilities=True): K x H x W x 4 bytes.
+    probabilities: np.ndarray | None = field(default=None, repr=False)
+    # Seed objects of this add_objects call smaller than the model's finest scale (one 4x4
+    # cell of the processing size): kept at one cell each, but easily lost; warn about them.
+    tiny_objects: list[int] = field(default_factory=list)
 
 
 class Tracker:
-    """Semi-supervised video object segmentation of one stream, with bounded memory."""
+    """Semi-supervised video object segmentation of one stream, with bounded memory.
+
+    Every state change is all or nothing: when `add_objects`, `step` or `remove_object`
+    raises (bad input, or the backend failing, e.g. out of memory), the objects, memory
+    and frame counter are as they were before the call.
+    """
 
     def __init__(self, backend: Backend, config: TrackerConfig | None = None) -> None:
         self.backend = backend
@@ -68,25 +81,38 @@ class Tracker:
         self.frame_index = -1
 
     def remove_object(self, object_id: int) -> None:
-        """Stop tracking `object_id` (KeyError if it is not tracked)."""
+        """Stop tracking `object_id` (KeyError if it is not tracked).
+
+        Objects of a now surplus identity bank move to free slots of the others (the stored
+        masks follow and are re-encoded), so every frame pays for ceil(objects / slots)
+        banks, not for the most objects ever tracked.
+        """
         if object_id not in self.objects:
             raise KeyError(f"object {object_id} is not tracked (tracked: {self.object_ids})")
-        bank, slot = self.objects.remove(object_id)
-        self.memory.forget_object(object_id)
-        if not len(self.objects):
-            self.memory.clear()
-            return
-        self.memory.edit_masks(lambda mask: _erase_slots(mask, [(bank, slot)]),
-                               self.backend.encode_identity)
+        with self._all_or_nothing():
+            erased = self.objects.remove(object_id)
+            moved = self.objects.compact()
+            self.memory.forget_object(object_id)
+            if not len(self.objects):
+                self.memory.clear()
+                return
+            banks = self.objects.num_banks
+            self.memory.edit_masks(lambda mask: remap_slots(mask, [erased], moved, banks),
+                                   self.backend.encode_identity)
 
     def add_objects(self, frame: np.ndarray, label_map: np.ndarray) -> TrackResult:
         """Add or replace the objects of `label_map` at this frame; others keep being tracked.
 
         frame: (H, W, 3) uint8 RGB; label_map: (H, W) integers, 0 background, k object k,
         255 void (background; see `defvos_core.inference.seeds`).
-        Returns this frame's segmentation (the seed objects plus the tracked ones).
+        Returns this frame's segmentation (the seed objects plus the tracked ones); objects
+        too small for the model's finest scale are kept and listed in `tiny_objects`.
         Raises SeedError / FrameError (with their `kind`) on bad input.
         """
+        with self._all_or_nothing():
+            return self._add_objects(frame, label_map)
+
+    def _add_objects(self, frame: np.ndarray, label_map: np.ndarray) -> TrackResult:
         self._check_frame(frame)
         seed, seed_ids = check_seed(label_map, frame.shape)
         image = self._prepare(frame)
@@ -104,20 +130,17 @@ class Tracker:
             self.objects.add(object_id)
         if not self.memory.empty and (replaced or self.objects.num_banks > banks_before):
             banks = self.objects.num_banks
-            self.memory.edit_masks(lambda mask: _grow_banks(_erase_slots(mask, replaced), banks),
+            self.memory.edit_masks(lambda mask: remap_slots(mask, replaced, [], banks),
                                    self.backend.encode_identity)
 
-        seed_padded = torch.from_numpy(labels_to_stride4(seed, self.geometry))
-        seed_padded = seed_padded.to(self.backend.device)
-        seed_s4 = {object_id: mask_to_stride4((seed_padded == object_id).float()[None, None])[0, 0]
-                   for object_id in seed_ids}  # each (h4, w4)
+        seed_masks, tiny = seed_to_stride4(seed, seed_ids, self.geometry)  # (N, h4, w4)
+        seed_masks = seed_masks.to(self.backend.device)
         ids = self.object_ids
-        shape = next(iter(seed_s4.values())).shape
-        covered = sum(seed_s4.values())  # seed pixels take the seed objects' labels
-        probabilities = torch.zeros(len(ids) + 1, *shape, device=self.backend.device)
+        covered = seed_masks.sum(0)  # seed pixels take the seed objects' labels
+        probabilities = torch.zeros(len(ids) + 1, *covered.shape, device=self.backend.device)
         for row, object_id in enumerate(ids, start=1):
-            if object_id in seed_s4:
-                probabilities[row] = seed_s4[object_id]
+            if object_id in seed_ids:
+                probabilities[row] = seed_masks[seed_ids.index(object_id)]
             elif predicted is not None:
                 probabilities[row] = predicted[1 + previous_ids.index(object_id)] * (1 - covered)
         probabilities[0] = (1 - probabilities[1:].sum(0)).clamp(min=0)
@@ -130,11 +153,20 @@ class Tracker:
         result.labels[~seed_pixels & np.isin(result.labels, seed_ids)] = 0
         result.labels[seed_pixels] = seed[seed_pixels]
         result.area = {i: int((result.labels == i).sum()) for i in result.object_ids}
+        result.tiny_objects = tiny
         return result
 
     # ----------------------------------------------------------------------------- tracking
     def step(self, frame: np.ndarray, return_probabilities: bool = False) -> TrackResult:
-        """Segment the next frame of the stream (an (H, W, 3) uint8 RGB array)."""
+        """Segment the next frame of the stream (an (H, W, 3) uint8 RGB array).
+
+        return_probabilities: also return every object's probability at the input size
+        (K x H x W float32: opt-in, as it grows with objects times pixels).
+        """
+        with self._all_or_nothing():
+            return self._step(frame, return_probabilities)
+
+    def _step(self, frame: np.ndarray, return_probabilities: bool) -> TrackResult:
         if not len(self.objects):
             self._check_frame(frame)
             self.frame_index += 1
@@ -150,11 +182,25 @@ class Tracker:
         return self.memory.nbytes()
 
     # ------------------------------------------------------------------------------ helpers
+    @contextmanager
+    def _all_or_nothing(self) -> Iterator[None]:
+        """Undo every state change of the block if it raises."""
+        objects, memory = self.objects.snapshot(), self.memory.snapshot()
+        geometry, frame_index = self.geometry, self.frame_index
+        try:
+            yield
+        except BaseException:
+            self.objects.restore(objects)
+            self.memory.restore(memory)
+            self.geometry, self.frame_index = geometry, frame_index
+            raise
+
     def _check_frame(self, frame: np.ndarray) -> None:
-        """Raise FrameError for a frame that is not (H, W, 3) uint8 or changes the size."""
+        """Raise FrameError for a frame that is not (H, W, 3) uint8, too elongated, or resized."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise FrameError("frame_format", f"expected an (H, W, 3) uint8 RGB frame, got "
                              f"shape {frame.shape} dtype {frame.dtype}")
+        check_aspect_ratio(frame.shape[0], frame.shape[1], self.config.max_aspect_ratio)
         size = frame.shape[:2]
         if self.geometry is not None and size != self.geometry.input_size and len(self.objects):
             raise FrameError("frame_size", f"frame size changed from {self.geometry.input_size} "
@@ -164,7 +210,7 @@ class Tracker:
         self._check_frame(frame)
         if self.geometry is None or self.geometry.input_size != frame.shape[:2]:
             self.geometry = FrameGeometry.for_input(frame.shape[0], frame.shape[1],
-                                                    self.config.size)
+                                                    self.config.size, self.config.max_long_side)
         self.frame_index += 1
         return frame_to_tensor(frame, self.geometry, self.backend.device, self.backend.dtype)
 
@@ -191,51 +237,24 @@ class Tracker:
 
     def _result(self, probabilities: torch.Tensor,
                 return_probabilities: bool = False) -> TrackResult:
-        full = probabilities_to_input(probabilities, self.geometry)  # (K+1, H, W)
-        best = channel_argmax(full)
+        """Return the TrackResult of merged probabilities (K+1, h4, w4), at the input size.
+
+        The channels are upsampled a few at a time (`input_labels`), so memory grows with
+        the input size, not with objects times it.
+        """
+        best, best_value = input_labels(probabilities, self.geometry)  # (H, W) each
         ids = self.object_ids
         lookup = torch.tensor([0] + ids, device=best.device, dtype=torch.uint8)
         labels = lookup[best]
-        confidence, area = {}, {}
-        for row, object_id in enumerate(ids, start=1):
-            selected = best == row
-            pixels = int(selected.sum())
-            area[object_id] = pixels
-            confidence[object_id] = float(full[row][selected].mean()) if pixels else 0.0
-        probs = full[1:].cpu().numpy().astype(np.float32) if return_probabilities else None
+        flat = best.flatten()
+        counts = torch.bincount(flat, minlength=len(ids) + 1).tolist()
+        sums = torch.bincount(flat, weights=best_value.flatten().double(),
+                              minlength=len(ids) + 1).tolist()
+        area = {object_id: counts[row] for row, object_id in enumerate(ids, start=1)}
+        confidence = {object_id: sums[row] / counts[row] if counts[row] else 0.0
+                      for row, object_id in enumerate(ids, start=1)}
+        probs = None
+        if return_probabilities:
+            probs = probabilities_to_input(probabilities[1:], self.geometry)
+            probs = probs.cpu().numpy().astype(np.float32)
         return TrackResult(labels.cpu().numpy(), ids, confidence, area, self.frame_index, probs)
-
-
-def channel_argmax(scores: torch.Tensor) -> torch.Tensor:
-    """Return the largest channel of (K, H, W) scores per pixel (first on ties) as (H, W).
-
-    Same result as `scores.argmax(dim=0)`, which is a slow strided reduction on CPU (17 ms at
-    240x427 here); K elementwise passes take well under a millisecond each.
-    """
-    best_value = scores[0]
-    best = torch.zeros(scores.shape[1:], dtype=torch.long, device=scores.device)
-    for channel in range(1, scores.shape[0]):
-        better = scores[channel] > best_value
-        best_value = torch.where(better, scores[channel], best_value)
-        best = torch.where(better, channel, best)
-    return best
-
-
-def _erase_slots(mask: torch.Tensor, slots: list[tuple[int, int]]) -> torch.Tensor:
-    """Move the probability of (bank, slot) pairs to that bank's background."""
-    mask = mask.clone()
-    for bank, slot in slots:
-        if bank < mask.shape[0]:
-            mask[bank, 0] += mask[bank, slot]
-            mask[bank, slot] = 0
-    return mask
-
-
-def _grow_banks(mask: torch.Tensor, banks: int) -> torch.Tensor:
-    """Append all-background banks up to `banks`."""
-    missing = banks - mask.shape[0]
-    if missing <= 0:
-        return mask
-    extra = mask.new_zeros(missing, *mask.shape[1:])
-    extra[:, 0] = 1
-    return torch.cat([mask, extra])

@@ -109,6 +109,7 @@ class OnnxBackend:
         self.weights_path = Path(weights)
         self.weights_sha256 = file_sha256(self.weights_path)
         self.short_side = config.size
+        self.max_long_side = config.max_long_side
         self.max_memory_frames = max(1, config.max_seed_frames + config.max_memory_frames)
         self.max_banks = math.ceil(MAX_OBJECT_ID / model_config.max_objects)
         providers = options.providers or None
@@ -156,7 +157,8 @@ class OnnxBackend:
     # ------------------------------------------------------------------------ graph sets
     def prepare(self, height: int, width: int) -> dict[str, Any]:
         """Load or export the graphs for camera frames of `height` x `width`; their metadata."""
-        geometry = FrameGeometry.for_input(height, width, self.short_side)
+        geometry = FrameGeometry.for_input(height, width, self.short_side,
+                                           self.max_long_side)
         return self._sessions(geometry.padded).metadata
 
     def providers_in_use(self) -> dict[str, list[str]]:
