@@ -37,6 +37,9 @@ TRACKER_PARAMETERS: dict[str, str] = {
     'mem_every': 'mem_every',
     'max_memory_frames': 'max_memory_frames',
     'max_seed_frames': 'max_seed_frames',
+    'max_long_side': 'max_long_side',
+    'max_aspect_ratio': 'max_aspect_ratio',
+    'cuda_graphs': 'cuda_graphs',
 }
 
 
@@ -189,6 +192,13 @@ SPECS: dict[str, _Spec] = {
                                int_range=(1, 100)),
     'max_seed_frames': _Spec('Bound of the kept seed frames (oldest dropped first).',
                              int_range=(1, 100)),
+    'max_long_side': _Spec('Bound of the processing long side (pixels): the short side '
+                           'shrinks so the long side stays within it.', int_range=(32, 8192)),
+    'max_aspect_ratio': _Spec('Frames longer than this many times their short side are '
+                              'refused with a warning (frame_shape).',
+                              float_range=(1.0, 100.0)),
+    'cuda_graphs': _Spec('Torch on CUDA: replay the per-frame work as CUDA graphs once the '
+                         'memory is full (ignored on CPU).'),
     'num_threads': _Spec("Torch CPU threads for inference; 0 = torch's default.",
                          int_range=(0, 256)),
     'max_objects': _Spec('Most objects tracked at once; a seed that would exceed it is '

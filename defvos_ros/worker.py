@@ -457,6 +457,12 @@ class TrackingWorker:
 
     def _publish_result(self, result: TrackResult, frame: BufferedFrame, rgb: np.ndarray,
                         only_if_newest: bool = False) -> bool:
+        tiny = getattr(result, 'tiny_objects', None)
+        if tiny:
+            names = [self.ids.id_of(value) or str(value) for value in tiny]
+            self._log(logging.WARNING, f'objects {names} are smaller than one stride-4 cell at '
+                      'the processing size: kept at the finest scale, but expect a coarse '
+                      'mask (raise the processing size for small objects)')
         presence = self.presence.update(result.area, result.labels.size)
         self._update_snapshot(presence)
         if not result.object_ids:

@@ -236,10 +236,14 @@ def test_ctrl_c_ends_the_node_promptly(ros, clip, busy):
                                             masks.append, RELIABLE)
             assert wait_until(lambda: images.get_subscription_count() > 0
                               and seeds.get_subscription_count() > 0)
-            stamp = next_stamp()
-            images.publish(numpy_to_image(clip[0][0], 'rgb8', header(stamp)))
-            seeds.publish(numpy_to_image(clip[1][0].astype(np.uint8), 'mono8', header(stamp)))
-            assert wait_until(lambda: masks)
+            deadline = time.monotonic() + 2 * MASK_TIMEOUT
+            while not masks and time.monotonic() < deadline:  # until the readers matched
+                stamp = next_stamp()
+                images.publish(numpy_to_image(clip[0][0], 'rgb8', header(stamp)))
+                seeds.publish(numpy_to_image(clip[1][0].astype(np.uint8), 'mono8',
+                                             header(stamp)))
+                wait_until(lambda: masks, 2.0)
+            assert masks, 'the node never published a mask'
             for frame in clip[0][1:6]:  # the worker is tracking when the signal comes
                 images.publish(numpy_to_image(frame, 'rgb8', header(next_stamp())))
         sent = time.monotonic()
