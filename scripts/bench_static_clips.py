@@ -9,7 +9,7 @@
 first epoch, measured here, is the slow one). `train`: runs the trainer and times how
 long each step waits for its batch; prints wait / total step time (the first step,
 which starts the worker, is left out). Data: `--data` (default `$DEFVOS_DATA`, else
-`../shared/data` next to the repository).
+`./data`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ sys.path.insert(0, str(REPO))
 
 
 def _data_dir(value: str | None) -> Path:
-    if value:
-        return Path(value)
-    return Path(os.environ.get("DEFVOS_DATA") or REPO.parent / "shared" / "data")
+    from defvos_core.data.roots import data_root
+
+    return Path(value) if value else data_root()
 
 
 def bench_items(args: argparse.Namespace) -> None:

@@ -1,7 +1,8 @@
 """The shipped weights: trained, fp16, small, and scored as their metadata says.
 
 Their recorded held-out score must match what they do on the shipped sample clip (bear, a
-held-out sequence).
+held-out sequence), and what their meta links can be recomputed here: the teacher a
+student was distilled from, by sha256, once the trainer records it (`meta.provenance`).
 """
 
 from pathlib import Path
@@ -21,6 +22,7 @@ from defvos_core.model.checkpoint import (
     load_model,
     read_weights,
 )
+from defvos_core.training.provenance import file_sha256, provenance_problems
 
 torch.set_num_threads(1)
 SAMPLE = DEFAULT_STUDENT_WEIGHTS.parent / "sample" / "bear"
@@ -48,6 +50,21 @@ def test_shipped_student_is_distilled_from_the_shipped_teacher():
     sizes = [sum(p.numel() for p in load_model(path).parameters())
              for path in (DEFAULT_STUDENT_WEIGHTS, DEFAULT_TEACHER_WEIGHTS)]
     assert sizes[0] < sizes[1] / 2
+
+
+@pytest.mark.parametrize("path", [DEFAULT_STUDENT_WEIGHTS, DEFAULT_TEACHER_WEIGHTS])
+def test_shipped_provenance_is_consistent(path: Path):
+    """Fields written by the trainer / crossval are checked where the file has them."""
+    meta = read_weights(path)["meta"]
+    assert provenance_problems(meta, {"teacher": DEFAULT_TEACHER_WEIGHTS}) == []
+    provenance = meta.get("provenance")
+    if provenance is None:  # trained before the trainer wrote it: nothing more to recompute
+        return
+    assert provenance["steps_done"] == meta["steps"] <= provenance["steps_planned"]
+    assert isinstance(provenance["time_limit_reached"], bool)
+    assert provenance["command"] and provenance["hardware"]["torch"]
+    if meta["stage"] == "student":
+        assert provenance["teacher"]["sha256"] == file_sha256(DEFAULT_TEACHER_WEIGHTS)
 
 
 def test_recorded_score_matches_the_sample_clip():

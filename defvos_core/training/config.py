@@ -22,6 +22,7 @@ from defvos_core.config_io import load_config, merge, parse_overrides
 from defvos_core.data.clip_dataset import WORKER_START_METHODS, ClipSamplingConfig
 from defvos_core.data.splits import HOLDOUT_SEQUENCES
 from defvos_core.data.static_clips import StaticClipConfig
+from defvos_core.model.encoder import TRUNK_STAGES as ENCODER_STAGES
 
 STAGES = ("teacher", "student", "static")
 PRESETS = {"teacher": teacher_config, "student": student_config}
@@ -149,6 +150,10 @@ class TrainConfig:
     amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | none | fp16 | bf16
     ema_decay: float = 0.0  # 0 disables the exponential moving average
     freeze_bn: bool = True  # recommended for per-process batches <= 4
+    # Keep what ImageNet taught the encoder: 0 = train it all (at optim.encoder_lr_scale);
+    # N >= 1 freezes the stem and the first N MBConv stages (weights and BatchNorm
+    # statistics): 2 = everything up to the stride-4 features, 5 = the whole trunk.
+    freeze_encoder_stages: int = 0
     detach_memory_masks: bool = True  # no gradient through predicted masks kept as memory
     threads: int = 0  # torch CPU threads per process; 0 = torch default
     run_dir: str = "runs/default"
@@ -183,6 +188,9 @@ class TrainConfig:
         if self.data.worker_start not in WORKER_START_METHODS:
             raise ValueError(f"data.worker_start: expected one of {WORKER_START_METHODS}, "
                              f"got {self.data.worker_start!r}")
+        if not 0 <= self.freeze_encoder_stages <= ENCODER_STAGES:
+            raise ValueError(f"freeze_encoder_stages must be in 0..{ENCODER_STAGES}, got "
+                             f"{self.freeze_encoder_stages}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be >= 1")
 

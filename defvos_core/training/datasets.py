@@ -68,7 +68,8 @@ def static_meta(config: TrainConfig) -> dict[str, Any]:
     """Provenance of synthetic clips for the exported weights' meta ({} when none)."""
     if not uses_static_images(config):
         return {}
-    return {"static_images": static_root(config).name,
+    root = static_root(config)
+    return {"static_images": root.name, "static_image_count": len(read_static_images(root)),
             "davis_objects": config.data.static.davis_objects,
             "synthetic_fraction": 1.0 if config.stage == "static"
             else config.data.synthetic_fraction}

@@ -49,6 +49,7 @@ from defvos_core.training.distributed import (DistributedContext, all_reduce_mea
                                               cleanup, init_distributed)
 from defvos_core.training.ema import ModelEMA
 from defvos_core.training.losses import DistillationWeights, distillation_loss, supervised_loss
+from defvos_core.training.provenance import training_provenance, utc_now, weights_link
 from defvos_core.training.schedule import build_scheduler
 from defvos_core.training.unroll import ClipUnroller, labels_to_soft_mask, unroll_clip
 
@@ -137,6 +138,10 @@ class Trainer:
         self.seconds_before = 0.0  # training time of earlier (resumed) runs
         self.synced_seconds = 0.0  # rank 0's training time at the last check (same on all ranks)
         self.run_started: float | None = None
+        self.started = utc_now()
+        self.time_limited = False  # the last run() ended at time_limit_minutes
+        self.init_link: dict[str, str] | None = None  # init_weights by sha256 (provenance)
+        self.teacher_link: dict[str, str] | None = None
         _seed_everything(config.seed + 1000 * self.context.rank)
 
         self.amp_dtype = self._amp_dtype()
@@ -199,6 +204,7 @@ class Trainer:
             model_config.pretrained_encoder = False  # every weight comes from the file
         model = VOSModel(model_config)
         if config.init_weights:
+            self.init_link = weights_link(config.init_weights)
             loaded = load_model(config.init_weights)
             if to_dict(loaded.config) | {"pretrained_encoder": False} \
                     != to_dict(model_config) | {"pretrained_encoder": False}:
@@ -209,6 +215,8 @@ class Trainer:
             self._log(f"model initialised from {config.init_weights}")
         if config.freeze_bn:
             model.encoder.freeze_batchnorm()
+        if config.freeze_encoder_stages:
+            model.encoder.freeze_stages(config.freeze_encoder_stages)
         model.to(self.device).train()
         if self.teacher is not None and self.teacher.config.num_slots != model.config.num_slots:
             raise ValueError(f"teacher has {self.teacher.config.max_objects} ID slots, the "
@@ -220,6 +228,7 @@ class Trainer:
 
     def _build_teacher(self) -> VOSModel:
         path = Path(self.config.distill.teacher_weights or DEFAULT_TEACHER_WEIGHTS)
+        self.teacher_link = weights_link(path)
         teacher = load_model(path, self.device).eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
@@ -232,6 +241,7 @@ class Trainer:
         root = data_root(self.config)
         everything = read_split_sequences(root, data.split, data.resolution)
         validation_list = validation_names(root, self.config.validation)
+        self.validated_names = validation_list
         self.excluded_names = list(dict.fromkeys(data.holdout + validation_list))
         holdout = [s.name for s in everything if s.name in set(self.excluded_names)]
         train, _ = split_holdout(everything, holdout)
@@ -459,16 +469,25 @@ class Trainer:
         if self.context.is_main:
             model = self.ema.model if self.ema is not None and self.config.export.use_ema \
                 else self.model
-            meta = {"trained": True, "stage": self.config.stage, "steps": self.step,
-                    "config": to_dict(self.config),
-                    "data": {"root": data_root(self.config).name,
+            config = self.config
+            meta = {"trained": True, "stage": config.stage, "steps": self.step,
+                    "config": to_dict(config),
+                    "data": {"root": data_root(config).name, "split": config.data.split,
                              "sequences": [s.name for s in self.train_sequences],
-                             "holdout": self.excluded_names, **static_meta(self.config)},
+                             "holdout": self.excluded_names,
+                             "validation_sequences": self.validated_names,
+                             **static_meta(config)},
                     "validation": self.last_validation,
                     "train_seconds": round(self.elapsed_seconds(), 1),
-                    "world_size": self.context.world_size}
-            if self.config.stage == "student":
-                meta["teacher_weights"] = str(self.config.distill.teacher_weights
+                    "world_size": self.context.world_size,
+                    "provenance": training_provenance(
+                        init=self.init_link, teacher=self.teacher_link, device=self.device,
+                        world_size=self.context.world_size, amp=self.amp_dtype,
+                        steps_done=self.step, steps_planned=config.steps,
+                        time_limit_minutes=config.time_limit_minutes,
+                        time_limited=self.time_limited, started=self.started)}
+            if config.stage == "student":
+                meta["teacher_weights"] = str(config.distill.teacher_weights
                                               or DEFAULT_TEACHER_WEIGHTS)
             save_weights(model, path, half=self.config.export.half, meta=meta)
             self._log(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB)")
@@ -531,6 +550,7 @@ class Trainer:
             self.epoch += 1
         if progress is not None:
             progress.close()
+        self.time_limited = out_of_time
         if out_of_time:
             self._log(f"time limit of {config.time_limit_minutes} min reached at step "
                       f"{self.step} of {config.steps}")
@@ -542,7 +562,8 @@ class Trainer:
             self.writer.close()
         barrier(self.context)
         return {"step": self.step, "validation": self.last_validation, "weights": str(path),
-                "skipped_items": self.skipped_items}
+                "skipped_items": self.skipped_items, "time_limited": self.time_limited,
+                "train_seconds": round(self.elapsed_seconds(), 1)}
 
     def close(self) -> None:
         """Stop the loader's worker processes (timed: a slow stop shows in the log), then DDP."""
