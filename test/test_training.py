@@ -713,3 +713,42 @@ def test_gpu_run_script_smoke_mode_final_and_bad_input(tmp_path):
                                 cwd=REPO, env=CHILD_ENV, capture_output=True, text=True,
                                 timeout=60)
         assert result.returncode == 2 and message in result.stderr
+
+
+def test_packed_device_data_loads_as_the_originals(tmp_path, monkeypatch):
+    import cv2
+
+    from defvos_core.data.ecssd import load_static_image, read_static_images
+    from defvos_core.model import encoder as encoder_module
+    from defvos_core.training.device_data import downscale_static_images, pack_backbone
+
+    packed = pack_backbone("lite0", tmp_path / "pylib")  # fp16, the trunk only
+    assert packed.stat().st_size < 2 * 2**20
+    original = torch.load(encoder_module.imagenet_weights_path("lite0"), weights_only=True)
+    monkeypatch.setattr(encoder_module, "imagenet_weights_path", lambda variant: packed)
+    loaded = encoder_module.EfficientNetLiteEncoder("lite0", pretrained=True)
+    loaded.drop_classifier()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, original[key].half().to(value.dtype)), key
+    trunk = torch.load(packed, weights_only=True)
+    trunk.pop("_blocks.0._bn1.weight")
+    torch.save(trunk, tmp_path / "broken.pth")
+    monkeypatch.setattr(encoder_module, "imagenet_weights_path",
+                        lambda variant: tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match="missing"):
+        encoder_module.EfficientNetLiteEncoder("lite0", pretrained=True)
+    ecssd = DATA.parent / "ecssd"
+    if not ecssd.is_dir():
+        return
+    source = tmp_path / "few"
+    for folder, suffix in (("images", "jpg"), ("masks", "png")):
+        (source / folder).mkdir(parents=True)
+        for stem in ("0001", "0003"):
+            (source / folder / f"{stem}.{suffix}").write_bytes(
+                (ecssd / folder / f"{stem}.{suffix}").read_bytes())
+    assert downscale_static_images(source, tmp_path / "small", short_side=160) == 2
+    for item in read_static_images(tmp_path / "small"):
+        image, labels = load_static_image(item)
+        assert min(image.shape[:2]) == 160 and labels.shape == image.shape[:2]
+        assert set(np.unique(labels)) == {0, 1}
+        assert cv2.imread(str(item.image_path)) is not None
