@@ -88,6 +88,10 @@ class TrackerConfig:
     device: str = "cpu"  # torch device (the onnxruntime backend runs where its providers do)
     fp16: bool = False  # half precision (CUDA; onnxruntime: fp16 graphs)
     cuda_graphs: bool = False  # torch on CUDA: replay per-frame calls as CUDA graphs
+    # ID slots used in each identity bank (at most the model's `max_objects`; 0 = all of
+    # them); more objects open more banks, whose logits are merged. A model whose training
+    # clips held few objects tracks reliably only in its first slots.
+    slots_per_bank: int = 0
     onnx: OnnxConfig = field(default_factory=OnnxConfig)
 
     def __post_init__(self) -> None:
@@ -99,6 +103,13 @@ class TrackerConfig:
         if self.max_aspect_ratio < 1:
             raise ValueError(f"max_aspect_ratio is long side / short side, so >= 1; got "
                              f"{self.max_aspect_ratio}")
+        if self.slots_per_bank < 0:
+            raise ValueError(f"slots_per_bank must be >= 0 (0 = all the model's ID slots), got "
+                             f"{self.slots_per_bank}")
+
+    def bank_slots(self, max_objects: int) -> int:
+        """ID slots used per bank with a model of `max_objects` slots (`slots_per_bank`)."""
+        return min(self.slots_per_bank, max_objects) if self.slots_per_bank else max_objects
 
 
 @dataclass

@@ -32,6 +32,7 @@ from defvos_core.onnx.providers import (
     select_providers,
 )
 from defvos_core.onnx.runtime import OnnxBackend
+from tracker_helpers import iou, SpyBackend
 
 SAMPLE = DEFAULT_STUDENT_WEIGHTS.parent / "sample" / "bear"
 NUM_FRAMES = 20
@@ -270,6 +271,41 @@ def test_build_tracker_selects_the_onnxruntime_backend(clip, tmp_path, defvos_lo
     again = build_backend(None, onnx_config(cache_dir=tmp_path))
     assert again.prepare(240, 427)["padded_size"] == [240, 432]
     assert "exporting" not in caplog.text  # the cached export is reused
+
+
+def test_banks_axis_bound_follows_slots_per_bank(export_dir, tmp_path):
+    """Let the TensorRT profiles take every id, `slots_per_bank` of them a bank."""
+    metadata = read_metadata(export_dir)
+    for slots, banks in ((0, 26), (10, 26), (3, 85), (1, 254)):  # ceil(254 ids / slots)
+        backend = onnx_backend(config=replace(CONFIG, slots_per_bank=slots),
+                               cache_dir=tmp_path)
+        assert backend.max_banks == banks
+        profiles = backend._trt_profiles(metadata)
+        assert f"mask:{banks}x11x60x108" in profiles["identity"]["trt_profile_max_shapes"]
+        assert f"long_id:{banks}x" in profiles["segment"]["trt_profile_max_shapes"]
+
+
+def test_five_objects_in_banks_of_three_slots_track_alike_on_both_backends(clip, export_dir):
+    frames, seed, _ = clip
+    seed = seed.copy()
+    for object_id, (top, left) in enumerate([(10, 260), (10, 340), (150, 260), (150, 340)],
+                                            start=2):
+        seed[top:top + 50, left:left + 60] = object_id  # beside the bear (object 1)
+    config = replace(CONFIG, slots_per_bank=3)
+    runs = []
+    onnx = onnx_backend(config=config, onnx_dir=export_dir)
+    for backend in (TorchBackend(load_model(None)), onnx):
+        spy = SpyBackend(backend)
+        tracker = Tracker(spy, config)
+        labels = [tracker.add_objects(frames[0], seed).labels]
+        labels += [tracker.step(frame).labels for frame in frames[1:6]]
+        assert spy.logit_banks == [2] * 5
+        assert [tracker.objects.slot_of(i) for i in range(1, 6)] == [
+            (0, 1), (0, 2), (0, 3), (1, 1), (1, 2)]
+        runs.append(labels)
+    worst = min(iou(a == i, b == i) for a, b in zip(*runs) for i in range(1, 6))
+    print(f"worst object IoU over 5 objects in 2 banks, onnxruntime vs PyTorch: {worst:.4f}")
+    assert worst >= 0.98
 
 
 # ------------------------------------------------------------------------ parity (fp16)

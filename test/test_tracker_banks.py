@@ -28,9 +28,10 @@ def strip_seed(columns: dict[int, int], moved: int, height: int = 64,
     return np.roll(seed, moved, axis=1)
 
 
-def oracle_tracker() -> tuple[Tracker, SpyBackend]:
+def oracle_tracker(slots_per_bank: int = 10) -> tuple[Tracker, SpyBackend]:
     spy = SpyBackend(ShiftingOracle(shift=4))
-    config = TrackerConfig(size=None, mem_every=2, max_memory_frames=3, max_seed_frames=2)
+    config = TrackerConfig(size=None, mem_every=2, max_memory_frames=3, max_seed_frames=2,
+                           slots_per_bank=slots_per_bank)
     return Tracker(spy, config), spy
 
 
@@ -101,6 +102,65 @@ def test_bank_count_after_removals_is_objects_over_slots_rounded_up(count, remov
     assert spy.logit_banks[-1] == banks
 
 
+# ------------------------------------------------------------------------ slots_per_bank
+def test_slots_per_bank_is_bounded_by_the_model_and_zero_means_all_slots():
+    assert TrackerConfig(slots_per_bank=0).bank_slots(10) == 10
+    assert TrackerConfig(slots_per_bank=3).bank_slots(10) == 3
+    assert TrackerConfig(slots_per_bank=30).bank_slots(10) == 10
+    with pytest.raises(ValueError, match="slots_per_bank"):
+        TrackerConfig(slots_per_bank=-1)
+
+
+def test_ids_take_slots_up_to_slots_per_bank_and_open_banks_for_the_rest():
+    manager = ObjectManager(3)
+    slots = [manager.add(object_id) for object_id in range(1, 8)]
+    assert slots == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3), (2, 1)]
+    assert manager.num_banks == 3
+
+
+def test_five_objects_with_three_slots_use_two_banks_and_each_follows_its_region():
+    tracker, spy = oracle_tracker(slots_per_bank=3)
+    assert tracker.slots_per_bank == 3
+    columns = {object_id: 2 * object_id for object_id in range(1, 6)}
+    moved = 0
+    tracker.add_objects(random_frame(64, 400), strip_seed(columns, moved))
+    for _ in range(3):
+        moved += 4
+        assert_ids_follow(tracker.step(random_frame(64, 400)), columns, moved)
+    assert spy.logit_banks == [2, 2, 2]
+    assert all(tracker.objects.slot_of(i)[1] <= 3 for i in columns)
+    for frame in tracker.memory.frames() + [tracker.memory.short]:
+        assert frame.mask.shape[:2] == (2, 11)  # the model's channels; slots 4..10 unused
+        assert not frame.mask[:, 4:].any()
+
+
+def test_removals_compact_the_banks_of_three_slots():
+    tracker, spy = oracle_tracker(slots_per_bank=3)
+    columns = {object_id: 2 * object_id for object_id in range(1, 6)}
+    moved = 0
+    tracker.add_objects(random_frame(64, 400), strip_seed(columns, moved))
+    moved += 4
+    tracker.step(random_frame(64, 400))
+    for object_id in (1, 2):  # 3 objects left: objects 4 and 5 move to bank 0, slots 1 and 2
+        tracker.remove_object(object_id)
+        del columns[object_id]
+    assert tracker.objects.num_banks == 1
+    assert [tracker.objects.slot_of(i) for i in (3, 4, 5)] == [(0, 3), (0, 1), (0, 2)]
+    for _ in range(3):
+        moved += 4
+        assert_ids_follow(tracker.step(random_frame(64, 400)), columns, moved)
+    assert spy.logit_banks[-1] == 1 and tracker.memory.tensors().long_id.shape[0] == 1
+    new = {7: 14, 8: 16}  # two more: the second bank opens again
+    columns.update(new)
+    moved += 4
+    assert_ids_follow(tracker.add_objects(random_frame(64, 400), strip_seed(new, moved)),
+                      columns, moved)
+    moved += 4
+    assert_ids_follow(tracker.step(random_frame(64, 400)), columns, moved)
+    assert spy.logit_banks[-1] == 2
+    assert [tracker.objects.slot_of(i) for i in (7, 8)] == [(1, 1), (1, 2)]
+
+
 # ------------------------------------------------------------- the shipped student, 15 ids
 BEAR_ID = 11  # the first slot of the second bank; ids 1..10 fill the first bank
 REMOVE_AT = 4
@@ -122,7 +182,7 @@ def fifteen_object_seed(bear: np.ndarray) -> np.ndarray:
 def track_and_remove(compact: bool) -> tuple[list[np.ndarray], list[int]]:
     """Return the bear masks of frames 1.. and logit banks; objects 1..5 go at REMOVE_AT."""
     frames, truths = sample_clip()
-    tracker = build_tracker()
+    tracker = build_tracker(None, TrackerConfig(slots_per_bank=10))  # all slots of a bank
     spy = tracker.backend = SpyBackend(tracker.backend)
     tracker.add_objects(frames[0], fifteen_object_seed(truths[0] == 1))
     labels = []

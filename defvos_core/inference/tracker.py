@@ -61,7 +61,9 @@ class Tracker:
     def __init__(self, backend: Backend, config: TrackerConfig | None = None) -> None:
         self.backend = backend
         self.config = config or TrackerConfig()
-        self.slots_per_bank = backend.model_config.max_objects
+        # Slots used per identity bank (config.slots_per_bank); the stored masks keep all
+        # of the model's channels, the unused slots staying empty.
+        self.slots_per_bank = self.config.bank_slots(backend.model_config.max_objects)
         self.objects = ObjectManager(self.slots_per_bank)
         self.memory = MemoryManager(self.config.mem_every, self.config.max_memory_frames,
                                     self.config.max_seed_frames)
@@ -227,7 +229,8 @@ class Tracker:
     def _memory_frame(self, features: FrameFeatures, probabilities: torch.Tensor) -> MemoryFrame:
         """Memory entries of the current frame from its merged probabilities (K+1, h4, w4)."""
         banks = self.objects.num_banks
-        mask = probabilities.new_zeros(banks, self.slots_per_bank + 1, *probabilities.shape[-2:])
+        mask = probabilities.new_zeros(banks, self.backend.model_config.num_slots,
+                                       *probabilities.shape[-2:])
         for row, object_id in enumerate(self.object_ids, start=1):
             bank, slot = self.objects.slot_of(object_id)
             mask[bank, slot] = probabilities[row]

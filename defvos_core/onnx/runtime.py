@@ -111,7 +111,8 @@ class OnnxBackend:
         self.short_side = config.size
         self.max_long_side = config.max_long_side
         self.max_memory_frames = max(1, config.max_seed_frames + config.max_memory_frames)
-        self.max_banks = math.ceil(MAX_OBJECT_ID / model_config.max_objects)
+        # Bound of the banks axis (TensorRT profiles): the most objects over the slots used.
+        self.max_banks = math.ceil(MAX_OBJECT_ID / config.bank_slots(model_config.max_objects))
         providers = options.providers or None
         self.providers = select_providers(providers)
         self.strict_providers = parse_providers(providers) is not None  # [] = default order
