@@ -43,6 +43,8 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument('device', '', 'e.g. cpu, cuda:0; empty = params_file'),
     LaunchArgument('namespace', '', 'namespace of the node and its topics'),
     LaunchArgument('use_sim_time', 'false', 'use /clock as the node clock'),
+    LaunchArgument('autostart', 'true', 'configure and activate the (lifecycle) node at '
+                   'start-up; false hands it to a lifecycle manager'),
 )
 
 
@@ -60,8 +62,10 @@ def node_parameter_overrides(values: dict[str, str]) -> dict[str, Any]:
 
     Raises ValueError naming the argument for a value the node would refuse.
     """
-    overrides: dict[str, Any] = {'use_sim_time': _flag('use_sim_time',
-                                                       values.get('use_sim_time', 'false'))}
+    overrides: dict[str, Any] = {
+        'use_sim_time': _flag('use_sim_time', values.get('use_sim_time', 'false')),
+        'autostart': _flag('autostart', values.get('autostart', 'true')),
+    }
     for name in ('weights', 'backend', 'device'):
         value = values.get(name, '').strip()
         if value:

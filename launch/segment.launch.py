@@ -3,6 +3,10 @@
     ros2 launch defvos_ros segment.launch.py [image_topic:=/camera/image_raw]
         [seed_topic:=seed_mask] [params_file:=my.yaml] [weights:=student.pt]
         [backend:=torch|onnxruntime] [device:=cuda:0] [namespace:=robot1] [use_sim_time:=true]
+        [autostart:=false]
+
+The node is a lifecycle node: with autostart (default) it configures and activates itself;
+autostart:=false leaves it unconfigured for a lifecycle manager.
 
 Masks appear on /defvos/masks, or /<namespace>/defvos/masks when a namespace is given.
 The arguments and their mapping to node parameters live in ``defvos_ros.launch_arguments``.

@@ -22,21 +22,22 @@ def _defaults() -> dict:
 
 
 def test_defaults_leave_the_params_file_in_charge():
-    assert node_parameter_overrides(_defaults()) == {'use_sim_time': False}
+    assert node_parameter_overrides(_defaults()) == {'use_sim_time': False, 'autostart': True}
 
 
 def test_non_empty_arguments_override_parameters_that_exist():
     values = dict(_defaults(), weights='w.pt', backend='onnxruntime', device='cuda:0',
-                  use_sim_time='True')
+                  use_sim_time='True', autostart='false')
     overrides = node_parameter_overrides(values)
-    assert overrides == {'use_sim_time': True, 'weights': 'w.pt', 'backend': 'onnxruntime',
-                         'device': 'cuda:0'}
+    assert overrides == {'use_sim_time': True, 'autostart': False, 'weights': 'w.pt',
+                         'backend': 'onnxruntime', 'device': 'cuda:0'}
     assert set(overrides) - {'use_sim_time'} <= set(parameter_defaults())
 
 
 @pytest.mark.parametrize('name, value, text', [
     ('backend', 'tensorrt', "'backend' is 'tensorrt'"),
     ('use_sim_time', 'maybe', "'use_sim_time' is 'maybe'"),
+    ('autostart', 'later', "'autostart' is 'later'"),
 ])
 def test_bad_arguments_are_refused_naming_them(name, value, text):
     with pytest.raises(ValueError, match=text):
@@ -53,7 +54,7 @@ def test_node_action_maps_topics_namespace_and_params_file():
     params_file, overrides = options['parameters']
     assert Path(params_file) == default_params_file()
     assert yaml.safe_load(Path(params_file).read_text())['/**']['ros__parameters']
-    assert overrides == {'use_sim_time': False}
+    assert overrides == {'use_sim_time': False, 'autostart': True}
     with pytest.raises(ValueError, match="'params_file'"):
         node_action_options(dict(_defaults(), params_file='/no/such/file.yaml'))
 

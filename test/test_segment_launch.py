@@ -94,9 +94,11 @@ class TestSegmentLaunch(unittest.TestCase):
         from defvos_core.data.masks import read_label_map
         from defvos_core.data.video_io import iter_video_frames
 
-        # the node read params_file (size 120) and the remapped topics
+        # the node read params_file (size 120) and the remapped topics, and autostart
+        # (the launch default) configured and activated it
         proc_output.assertWaitFor(f"size 120, frames from '/{NAMESPACE}/camera/image_raw'",
                                   timeout=120)
+        proc_output.assertWaitFor('active: processing frames', timeout=30)
         self.assertTrue(self.player.wait_for_subscribers(60.0))
         time.sleep(0.3)  # let the node's best-effort reader match the player's writer
         frames = [item for item, _ in zip(iter_video_frames(CLIP / 'frames'), range(3))]
