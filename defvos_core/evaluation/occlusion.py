@@ -1,4 +1,4 @@
-"""Lost and found: does the tracker report an occluded object absent, and find it again?
+"""Lost and found: an occluded object reported absent, and found again when it returns.
 
 Protocol (synthetic full occlusions of real clips): in each sequence, from frame
 ``start_fraction * length`` on, for ``N`` frames, a textured occluder (a patch cut from another
