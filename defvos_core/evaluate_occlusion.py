@@ -1,7 +1,7 @@
 """Lost-and-found evaluation from the command line (see `defvos_core.evaluation.occlusion`).
 
     python -m defvos_core.evaluate_occlusion [--weights W] [--data DIR] [--split S]
-        [--lengths 5,10,20] [--size 240] [--min-area 0.0005] [--json out.json]
+        [--lengths 5,10,20] [--size 240] [--presence-drop 0.03] [--json out.json]
 
 Occludes each sequence of the split fully for N frames, tracks it and prints false presence
 during the occlusion, re-detection rate and delay after it. Exit code 2 on bad input.
@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from defvos_core.config import TrackerConfig
+from defvos_core.config import PresenceConfig, TrackerConfig
 from defvos_core.data.roots import DATA_ENV, DAVIS_NAME
 
 PROG = "python -m defvos_core.evaluate_occlusion"
@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="occlusion lengths in frames, comma separated")
     parser.add_argument("--size", type=int, default=TrackerConfig.size,
                         help="tracker processing size (short side)")
-    parser.add_argument("--min-area", type=float, default=defaults.min_area_fraction,
-                        help="fraction of the frame above which an object is present")
+    parser.add_argument("--presence-drop", type=float,
+                        default=PresenceConfig.confidence_drop,
+                        help="the tracker's presence rule: absent when the score drops this "
+                        "far below its recent median (0 = off; TrackerConfig.presence)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     return parser
 
@@ -56,10 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = args.data or default_davis_root()
     try:
         lengths = tuple(int(text) for text in args.lengths.split(",") if text.strip())
-        config = OcclusionConfig(lengths=lengths, min_area_fraction=args.min_area)
+        config = OcclusionConfig(lengths=lengths)
         sequences = read_named_sequences(root, resolve_split(root, args.split))
         sources = read_named_sequences(root, resolve_split(root, "train"))
-        tracker = build_tracker(args.weights, TrackerConfig(size=args.size or None))
+        presence = PresenceConfig(confidence_drop=args.presence_drop)
+        tracker = build_tracker(args.weights, TrackerConfig(size=args.size or None,
+                                                            presence=presence))
     except (FileNotFoundError, ValueError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

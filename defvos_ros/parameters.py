@@ -22,7 +22,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 
-from defvos_core.config import BACKENDS, MAX_OBJECT_ID, OnnxConfig, TrackerConfig
+from defvos_core.config import BACKENDS, MAX_OBJECT_ID, TrackerConfig
 from defvos_ros.diagnostics import DiagnosticThresholds
 
 RELIABILITIES = ('best_effort', 'reliable')
@@ -40,6 +40,9 @@ TRACKER_PARAMETERS: dict[str, str] = {
     'max_long_side': 'max_long_side',
     'max_aspect_ratio': 'max_aspect_ratio',
     'cuda_graphs': 'cuda_graphs',
+    'presence_confidence_drop': 'presence.confidence_drop',
+    'presence_window': 'presence.window',
+    'presence_min_area_fraction': 'presence.min_area_fraction',
 }
 
 
@@ -53,12 +56,26 @@ def _tracker_value(config: TrackerConfig, path: str) -> Any:
 
 
 def tracker_config_from(values: dict[str, Any]) -> TrackerConfig:
-    """Return the TrackerConfig that tracker parameter values (by node name) describe."""
-    plain = {name: values[name] for name in TRACKER_PARAMETERS if name in values}
-    onnx = OnnxConfig(providers=list(plain.pop('providers', None) or []))
-    if 'size' in plain:
-        plain['size'] = plain['size'] or None
-    return TrackerConfig(onnx=onnx, **plain)
+    """Return the TrackerConfig that tracker parameter values (by node name) describe.
+
+    A path 'group.field' sets a field of the nested dataclass `group` (OnnxConfig, ...).
+    """
+    plain: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for name, path in TRACKER_PARAMETERS.items():
+        if name not in values:
+            continue
+        value = values[name]
+        if path == 'size':
+            value = value or None
+        elif path == 'onnx.providers':
+            value = list(value or [])
+        group, _, leaf = path.rpartition('.')
+        (nested.setdefault(group, {}) if group else plain)[leaf] = value
+    groups = {group: next(f for f in fields(TrackerConfig) if f.name == group).default_factory
+              for group in nested}
+    return TrackerConfig(**plain, **{group: groups[group](**items)
+                                     for group, items in nested.items()})
 
 
 #: Nested settings whose fields are node parameters under their own names.
@@ -197,6 +214,14 @@ SPECS: dict[str, _Spec] = {
     'max_aspect_ratio': _Spec('Frames longer than this many times their short side are '
                               'refused with a warning (frame_shape).',
                               float_range=(1.0, 100.0)),
+    'presence_confidence_drop': _Spec('An object counts as absent (left out of the mask, '
+                                      'present: false) when its score drops more than this '
+                                      'below its recent median; 0 = off.',
+                                      float_range=(0.0, 1.0)),
+    'presence_window': _Spec('Frames in the recent median of the presence test.',
+                             int_range=(1, 1000)),
+    'presence_min_area_fraction': _Spec('An object covering less of the frame counts as '
+                                        'absent.', float_range=(0.0, 0.5)),
     'cuda_graphs': _Spec('Torch on CUDA: replay the per-frame work as CUDA graphs once the '
                          'memory is full (ignored on CPU).'),
     'num_threads': _Spec("Torch CPU threads for inference; 0 = torch's default.",

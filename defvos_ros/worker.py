@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Protocol
 import numpy as np
 
 from defvos_core.errors import FrameError, InputError, SeedError
-from defvos_core.inference.presence import Presence, PresenceTracker
+from defvos_core.inference.presence import Presence
 from defvos_core.inference.seeds import check_seed
 from defvos_core.inference.tracker import Tracker, TrackResult
 from defvos_ros.object_ids import ObjectIdMap
@@ -111,11 +111,9 @@ class TrackingWorker:
                  publish: Callable[[TrackResult, dict[int, Presence], dict[int, str],
                                     BufferedFrame, np.ndarray], bool],
                  warn: Callable[[str, str], None], log: Callable[[int, str], None],
-                 on_failure: Callable[[BaseException], None],
-                 min_area_fraction: float = 0.0, poll_s: float = 0.05) -> None:
+                 on_failure: Callable[[BaseException], None], poll_s: float = 0.05) -> None:
         self.tracker = tracker
         self.ids = ObjectIdMap()
-        self.presence = PresenceTracker(min_area_fraction)
         self._convert = convert
         self._frames = frames
         self._stats = stats
@@ -269,7 +267,6 @@ class TrackingWorker:
             tracked = [object_id for object_id, _ in self.ids.items()]
             self.tracker.reset()
             self.ids.clear()
-            self.presence.clear()
             self._last_published_ns = None
             self._discard_requests_before(self._generation)
             self._update_snapshot({})
@@ -361,11 +358,13 @@ class TrackingWorker:
             self._fail(request, error)
             return
         self.ids.commit(planned)
-        published = self._publish_result(result, frame, rgb, only_if_newest=True)
-        if self._take_latest(frame.stamp_ns) is not None and not published:
+        # the seed frame is counted here only if the worker had not taken it yet (a frame
+        # already answered or dropped is not counted twice)
+        taken = self._take_latest(frame.stamp_ns) is not None
+        published = self._publish_result(result, frame, rgb, only_if_newest=True,
+                                         count=taken)
+        if taken and not published:
             self._stats.frame_dropped('seed_frame')
-        elif published and frame.received_ns:
-            self._stats.frame_processed((time.monotonic_ns() - frame.received_ns) * 1e-9)
         note = '' if published else ' (older than the last mask: not published)'
         tracked = [object_id for object_id, _ in self.ids.items()]
         self._log(logging.INFO, f'{request.source} at frame {format_stamp(frame.stamp_ns)}: '
@@ -450,20 +449,23 @@ class TrackingWorker:
             self._warn(error.kind, f'frame stamped {format_stamp(frame.stamp_ns)} dropped: '
                        f'{error} (call ~/reset, then add objects again)')
             return
-        if self._publish_result(result, frame, rgb):
-            self._stats.frame_processed((time.monotonic_ns() - frame.received_ns) * 1e-9)
-        else:
+        if not self._publish_result(result, frame, rgb):
             self._stats.frame_dropped('no_objects')
 
     def _publish_result(self, result: TrackResult, frame: BufferedFrame, rgb: np.ndarray,
-                        only_if_newest: bool = False) -> bool:
+                        only_if_newest: bool = False, count: bool = True) -> bool:
+        """Publish a frame's result; False when nothing is published.
+
+        count: the frame is counted as processed (before publishing, so the count is never
+        behind a mask a subscriber already has).
+        """
         tiny = getattr(result, 'tiny_objects', None)
         if tiny:
             names = [self.ids.id_of(value) or str(value) for value in tiny]
             self._log(logging.WARNING, f'objects {names} are smaller than one stride-4 cell at '
                       'the processing size: kept at the finest scale, but expect a coarse '
                       'mask (raise the processing size for small objects)')
-        presence = self.presence.update(result.area, result.labels.size)
+        presence = result.presence
         self._update_snapshot(presence)
         if not result.object_ids:
             return False
@@ -471,6 +473,8 @@ class TrackingWorker:
                 and frame.stamp_ns < self._last_published_ns):
             return False  # keep the mask stream in stamp order for stamp-fusing consumers
         ids = {value: object_id for object_id, value in self.ids.items()}
+        if count:
+            self._stats.frame_processed((time.monotonic_ns() - frame.received_ns) * 1e-9)
         self._publish(result, presence, ids, frame, rgb)
         self._last_published_ns = frame.stamp_ns
         return True

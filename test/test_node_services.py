@@ -159,9 +159,10 @@ def test_objects_message_reports_boxes_presence_and_frames_since_seen():
     labels = np.zeros((10, 20), np.uint8)
     labels[2:5, 3:9] = 4
     presence = PresenceTracker()
-    states = presence.update({4: 18, 9: 5}, labels.size)  # both seen
-    states = presence.update({4: 18, 9: 0}, labels.size)  # 9 lost
-    states = presence.update({4: 18, 9: 0}, labels.size)
+    scores = {4: 0.8, 9: 0.9}
+    states = presence.update({4: 18, 9: 5}, scores, labels.size)  # both seen
+    states = presence.update({4: 18, 9: 0}, scores, labels.size)  # 9 lost
+    states = presence.update({4: 18, 9: 0}, scores, labels.size)
     assert (states[9].present, states[9].frames_since_seen) == (False, 2)
     result = TrackResult(labels, [4, 9], {4: 0.8, 9: 0.0}, {4: 18, 9: 0}, 3)
     msg = tracked_objects_message(result, states, {4: 'cup', 9: 'ball'}, Header(frame_id='c'))
@@ -171,4 +172,4 @@ def test_objects_message_reports_boxes_presence_and_frames_since_seen():
     assert (cup.bbox.center.position.x, cup.bbox.center.position.y) == (6.0, 3.5)
     assert cup.area_fraction == pytest.approx(18 / 200) and cup.score == pytest.approx(0.8)
     assert (ball.present, ball.frames_since_seen, ball.bbox.size_x) == (False, 2, 0.0)
-    assert presence.update({4: 18}, labels.size).keys() == {4}  # removed objects forgotten
+    assert presence.update({4: 18}, scores, labels.size).keys() == {4}  # removed: forgotten

@@ -6,8 +6,9 @@ sequence's frame) covers the object's bounding box, dilated by ``margin`` of its
 object is fully hidden; its ground truth there is "absent". The tracker is seeded with the
 first frame's ground truth and runs over the edited clip. Reported per occlusion length:
 
-- false presence: fraction of fully occluded frames in which the object is still reported
-  (area above ``min_area_fraction`` of the frame) — a hallucination somewhere else;
+- false presence: fraction of fully occluded frames in which the tracker still reports the
+  object present (`TrackResult.presence`, the rule of `defvos_core.inference.presence`) —
+  a hallucination somewhere else;
 - re-detection rate: fraction of sequences in which, within ``window_after`` frames after the
   occluder leaves, the object is found again with IoU >= ``redetect_iou``;
 - re-detection delay: frames from the occluder leaving to that first good frame (median and
@@ -34,7 +35,6 @@ class OcclusionConfig:
     lengths: tuple[int, ...] = (5, 10, 20)  # frames fully occluded
     start_fraction: float = 0.3  # occlusion starts this far into the sequence
     margin: float = 0.15  # occluder = object box grown by this fraction of its size per side
-    min_area_fraction: float = 0.0005  # reported present above this fraction of the frame
     redetect_iou: float = 0.5
     window_after: int = 15  # frames after the occlusion in which it must be found again
     seed: int = 0  # which patches are cut for the occluders
@@ -118,12 +118,10 @@ def run_occlusion(tracker: Tracker, sequence: VideoSequence, texture: np.ndarray
     for index in range(start, stop):
         if truth[index] is not None:
             edited[index] = occlude(frames[index], truth[index] > 0, texture, config.margin)
-    pixels = frames[0].shape[0] * frames[0].shape[1]
     seen_during, ious_after, delay = [], [], None
     stems = ((str(i), frame) for i, frame in enumerate(edited))
     for index, (_, _, result) in enumerate(segment_frames(tracker, stems, truth[0])):
-        area = sum(count for count in result.area.values())
-        present = area > config.min_area_fraction * pixels
+        present = any(state.present for state in result.presence.values())
         if start <= index < stop:
             seen_during.append(present)
         elif stop <= index < stop + config.window_after and truth[index] is not None:

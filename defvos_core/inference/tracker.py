@@ -30,6 +30,7 @@ from defvos_core.inference.preprocess import (
     probabilities_to_input,
     seed_to_stride4,
 )
+from defvos_core.inference.presence import Presence, PresenceTracker
 from defvos_core.inference.seeds import check_seed
 from defvos_core.model.vos_model import FrameFeatures
 
@@ -48,6 +49,9 @@ class TrackResult:
     # Seed objects of this add_objects call smaller than the model's finest scale (one 4x4
     # cell of the processing size): kept at one cell each, but easily lost; warn about them.
     tiny_objects: list[int] = field(default_factory=list)
+    # Each object's presence (`defvos_core.inference.presence`); absent objects are left out
+    # of `labels` (area 0), so an occluded object is not drawn where it is not.
+    presence: dict[int, Presence] = field(default_factory=dict)
 
 
 class Tracker:
@@ -69,6 +73,7 @@ class Tracker:
                                     self.config.max_seed_frames)
         self.geometry: FrameGeometry | None = None
         self.frame_index = -1
+        self.presence = PresenceTracker(self.config.presence)
 
     # ----------------------------------------------------------------------- state changes
     @property
@@ -79,6 +84,7 @@ class Tracker:
         """Forget every object and the whole memory."""
         self.objects.clear()
         self.memory.clear()
+        self.presence.clear()
         self.geometry = None
         self.frame_index = -1
 
@@ -156,6 +162,7 @@ class Tracker:
         result.labels[seed_pixels] = seed[seed_pixels]
         result.area = {i: int((result.labels == i).sum()) for i in result.object_ids}
         result.tiny_objects = tiny
+        result.presence = self.presence.seeded(seed_ids, result.object_ids)
         return result
 
     # ----------------------------------------------------------------------------- tracking
@@ -177,7 +184,14 @@ class Tracker:
         features = self.backend.encode(image)
         probabilities = self._predict(features)  # (K+1, h4, w4)
         self.memory.add_tracked(self._memory_frame(features, probabilities))
-        return self._result(probabilities, return_probabilities)
+        result = self._result(probabilities, return_probabilities)
+        result.presence = self.presence.update(result.area, result.confidence,
+                                               result.labels.size)
+        absent = [i for i, state in result.presence.items() if not state.present]
+        if absent:
+            result.labels[np.isin(result.labels, absent)] = 0
+            result.area.update({object_id: 0 for object_id in absent})
+        return result
 
     def memory_bytes(self) -> int:
         """Bytes held by the temporal memory."""
