@@ -70,26 +70,6 @@ class OnnxConfig:
 
 
 @dataclass
-class PresenceConfig:
-    """When a tracked object counts as present (`defvos_core.inference.presence`).
-
-    Present: its mask covers at least `min_area_fraction` of the frame and its confidence is
-    at least its median over its last `window` present frames minus `confidence_drop`
-    (<= 0 turns that test off). Chosen on synthetic full occlusions of the training
-    sequences (`python -m defvos_core.evaluate_occlusion`; README, Results).
-    """
-
-    confidence_drop: float = 0.06
-    window: int = 10
-    min_area_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.window < 1 or not 0.0 <= self.min_area_fraction < 1.0:
-            raise ValueError(f"presence: window >= 1 and 0 <= min_area_fraction < 1, got "
-                             f"{self.window}, {self.min_area_fraction}")
-
-
-@dataclass
 class TrackerConfig:
     """Per-video inference settings: processing size, memory policy, runtime and device."""
 
@@ -109,11 +89,14 @@ class TrackerConfig:
     fp16: bool = False  # half precision (CUDA; onnxruntime: fp16 graphs)
     cuda_graphs: bool = False  # torch on CUDA: replay per-frame calls as CUDA graphs
     # ID slots used in each identity bank (at most the model's `max_objects`; 0 = all of
-    # them); more objects open more banks, whose logits are merged. A model whose training
-    # clips held few objects tracks reliably only in its first slots.
-    slots_per_bank: int = 0
+    # them); more objects open more banks, whose logits are merged, and each bank costs a
+    # propagation + decoder pass a frame. 1 (a bank per object): the shipped student tracks
+    # well only in slot 1 (slots 2-3 poorly, 4-10 not at all). Chosen by multi-object J&F on
+    # clips composited from training sequences, where 1 led for 3, 5 and 10 objects and
+    # lost to one shared bank for 2 (python -m defvos_core.evaluate_multi --split train
+    # --objects 2,3,5,10 --clips 10 --max-frames 30 --no-single --slots-per-bank 10,5,3,2,1).
+    slots_per_bank: int = 1
     onnx: OnnxConfig = field(default_factory=OnnxConfig)
-    presence: PresenceConfig = field(default_factory=PresenceConfig)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -69,7 +69,7 @@ def test_replacing_an_object_drops_its_old_seed_and_uses_the_new_mask():
 
 
 def test_remove_object_and_reset():
-    tracker = make_tracker()
+    tracker = make_tracker(slots_per_bank=0)  # one bank: objects 1 and 2 in its slots 1 and 2
     seed = box_seed(48, 64, 1, 2, 2) + box_seed(48, 64, 2, 30, 40)
     tracker.add_objects(random_frame(), seed)
     tracker.remove_object(1)
