@@ -70,6 +70,26 @@ class OnnxConfig:
 
 
 @dataclass
+class PresenceConfig:
+    """When a tracked object counts as present (`defvos_core.inference.presence`).
+
+    Present: its mask covers at least `min_area_fraction` of the frame and its confidence is
+    at least its median over its last `window` present frames minus `confidence_drop`
+    (<= 0 turns that test off). Chosen on synthetic full occlusions of the training
+    sequences (`python -m defvos_core.evaluate_occlusion`; README, Results).
+    """
+
+    confidence_drop: float = 0.06
+    window: int = 10
+    min_area_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or not 0.0 <= self.min_area_fraction < 1.0:
+            raise ValueError(f"presence: window >= 1 and 0 <= min_area_fraction < 1, got "
+                             f"{self.window}, {self.min_area_fraction}")
+
+
+@dataclass
 class TrackerConfig:
     """Per-video inference settings: processing size, memory policy, runtime and device."""
 
@@ -97,6 +117,7 @@ class TrackerConfig:
     # --objects 2,3,5,10 --clips 10 --max-frames 30 --no-single --slots-per-bank 10,5,3,2,1).
     slots_per_bank: int = 1
     onnx: OnnxConfig = field(default_factory=OnnxConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
