@@ -96,7 +96,10 @@ def strips(height, width, ids):
 
 def test_the_tracker_through_static_buffers_matches_eager_as_memory_and_banks_change():
     model = tiny_model()
-    config = TrackerConfig(size=None, mem_every=2, max_memory_frames=3, max_seed_frames=2)
+    # slots_per_bank=0: each bank holds as many objects as the model has ID slots, so the
+    # eleven objects added at frame 12 open exactly one more bank.
+    config = TrackerConfig(size=None, mem_every=2, max_memory_frames=3, max_seed_frames=2,
+                           slots_per_bank=0)
     eager = Tracker(TorchBackend(model), config)
     static_backend = TorchBackend(model)
     static_backend.graphs = GraphedModel(static_backend.model, capture=False, capture_after=2)
