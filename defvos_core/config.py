@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 VOID_LABEL = 255
 MAX_OBJECT_ID = 254
 BACKENDS = ("torch", "onnxruntime")
+#: How a box / clicks become a seed mask: a source, then optionally the tracker's own segment
+#: pass of the seed frame against it ("+refine"); "rect" (the box itself) is for boxes only.
+PROMPT_METHODS = ("head", "head+refine", "grabcut", "grabcut+refine", "rect+refine")
 
 
 @dataclass
@@ -30,6 +33,7 @@ class ModelConfig:
     offset_range: float = 2.0  # bound of the learned offsets, in reference-grid cells
     short_term_radius: int = 3  # local window (2r+1)^2 around each position in the last frame
     decoder_dim: int = 128  # channels of the FPN decoder
+    prompt_head: bool = False  # a box/click -> seed-mask head (`model.prompt_head`)
 
     @property
     def num_slots(self) -> int:
@@ -67,6 +71,29 @@ class OnnxConfig:
     cache_dir: str = ""  # where automatic exports go; "" = $DEFVOS_CACHE_DIR or ~/.cache/defvos
     trt_fp16: bool = False  # TensorRT: build fp16 engines
     trt_engine_cache: str = ""  # TensorRT engine cache: a folder, "auto" (beside the graphs), ""
+
+
+@dataclass
+class PromptConfig:
+    """How box and click seeds become seed masks (`defvos_core.inference.prompts`).
+
+    Methods (`PROMPT_METHODS`): "head" (the weights' prompt head), "grabcut" (OpenCV
+    GrabCut, no learned model), "rect" (the box as a mask); "+refine" then segments the seed
+    frame with the tracker against that mask. Defaults: the best measured per kind
+    (`python -m defvos_core.evaluate_prompts`).
+    """
+
+    box_method: str = "head"
+    points_method: str = "head"
+    grabcut_iterations: int = 5  # GrabCut's EM iterations
+
+    def __post_init__(self) -> None:
+        for name in ("box_method", "points_method"):
+            if getattr(self, name) not in PROMPT_METHODS:
+                raise ValueError(f"prompts.{name}: unknown method {getattr(self, name)!r}, "
+                                 f"expected one of {PROMPT_METHODS}")
+        if self.points_method.startswith("rect"):
+            raise ValueError("prompts.points_method: 'rect' needs a box")
 
 
 @dataclass
@@ -118,6 +145,7 @@ class TrackerConfig:
     slots_per_bank: int = 1
     onnx: OnnxConfig = field(default_factory=OnnxConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -19,6 +19,10 @@ class InputError(ValueError):
 class SeedError(InputError):
     """A seed cannot be used. Kinds: `seed_size`, `seed_empty`, `seed_ids`.
 
+    Box / click seeds (`defvos_core.inference.prompts`) add `prompt_box` (a box that is
+    malformed, empty or outside the frame) and `prompt_points` (no click, none positive,
+    a bad label, or a click outside the frame); an id given twice is `seed_ids`.
+
     (An object smaller than the model's finest scale is kept, not refused: it is listed in
     `TrackResult.tiny_objects` so a caller can warn.)
     """

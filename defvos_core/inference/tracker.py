@@ -30,6 +30,7 @@ from defvos_core.inference.preprocess import (
     probabilities_to_input,
     seed_to_stride4,
 )
+from defvos_core.inference.prompts import PromptSeeder
 from defvos_core.inference.presence import Presence, PresenceTracker
 from defvos_core.inference.seeds import check_seed
 from defvos_core.model.vos_model import FrameFeatures
@@ -74,6 +75,7 @@ class Tracker:
         self.geometry: FrameGeometry | None = None
         self.frame_index = -1
         self.presence = PresenceTracker(self.config.presence)
+        self.prompts = PromptSeeder(backend, self.config)  # boxes / clicks -> seed masks
 
     # ----------------------------------------------------------------------- state changes
     @property
@@ -108,15 +110,23 @@ class Tracker:
             self.memory.edit_masks(lambda mask: remap_slots(mask, [erased], moved, banks),
                                    self.backend.encode_identity)
 
-    def add_objects(self, frame: np.ndarray, label_map: np.ndarray) -> TrackResult:
+    def add_objects(self, frame: np.ndarray, label_map: np.ndarray | None = None,
+                    boxes: dict[int, tuple] | None = None,
+                    points: dict[int, list[tuple]] | None = None) -> TrackResult:
         """Add or replace the objects of `label_map` at this frame; others keep being tracked.
 
         frame: (H, W, 3) uint8 RGB; label_map: (H, W) integers, 0 background, k object k,
-        255 void (background; see `defvos_core.inference.seeds`).
+        255 void (background; see `defvos_core.inference.seeds`), or None.
+        boxes {id: (x0, y0, x1, y1)} / points {id: [(x, y[, label]), ...]}: objects seeded by
+        a box or clicks (label 1 on the object, 0 off it), in frame pixels, made into masks
+        by `self.prompts` (`defvos_core.inference.prompts`); ids distinct from the map's.
         Returns this frame's segmentation (the seed objects plus the tracked ones); objects
         too small for the model's finest scale are kept and listed in `tiny_objects`.
         Raises SeedError / FrameError (with their `kind`) on bad input.
         """
+        if boxes or points or label_map is None:
+            self._check_frame(frame)
+            label_map = self.prompts.seed(frame, label_map, boxes, points)
         with self._all_or_nothing():
             return self._add_objects(frame, label_map)
 

@@ -8,6 +8,9 @@ graphs an exporter needs:
 - `encode(image)`: frame features and the frame's visual memory entries;
 - `encode_identity(mask)`: a frame's identity memory entries from its mask;
 - `segment(features, memory)`: propagation + decoding -> stride-4 logits.
+
+With `config.prompt_head`, `prompt_head` turns boxes / clicks on a seed frame's features into
+mask logits (`defvos_core.model.prompt_head`, run by `defvos_core.inference.prompts`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from defvos_core.config import ModelConfig
 from defvos_core.model.decoder import FPNDecoder
 from defvos_core.model.encoder import EfficientNetLiteEncoder
 from defvos_core.model.identity import IdentityBank
+from defvos_core.model.prompt_head import PromptHead
 from defvos_core.model.propagation import GatedPropagationModule, MemoryTensors
 
 STRIDE = 16  # input sizes must be multiples of this
@@ -59,6 +63,9 @@ class VOSModel(nn.Module):
             config.offset_range, config.short_term_radius, config.ffn_expand)
         self.decoder = FPNDecoder(config.embed_dim, (channels4, channels8), config.decoder_dim,
                                   config.num_slots)
+        # Optional box/click -> seed-mask head; absent, old weights files load strictly.
+        self.prompt_head = (PromptHead((channels4, channels8, config.embed_dim))
+                            if config.prompt_head else None)
 
     def encode(self, image: torch.Tensor) -> FrameFeatures:
         """Normalised image (B, 3, H, W), H and W multiples of 16 -> features + memory entries."""

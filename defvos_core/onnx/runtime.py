@@ -162,6 +162,12 @@ class OnnxBackend:
                                            self.max_long_side)
         return self._sessions(geometry.padded).metadata
 
+    def is_prepared(self, height: int, width: int) -> bool:
+        """Whether the graphs for camera frames of `height` x `width` are loaded."""
+        geometry = FrameGeometry.for_input(height, width, self.short_side,
+                                           self.max_long_side)
+        return tuple(geometry.padded) in self._graphs
+
     def providers_in_use(self) -> dict[str, list[str]]:
         """Return each loaded session's providers, e.g. {'encoder': ['CPUExecutionProvider']}."""
         return {name: getattr(graphs, name).get_providers()
