@@ -22,7 +22,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 
-from defvos_core.config import BACKENDS, MAX_OBJECT_ID, TrackerConfig
+from defvos_core.config import BACKENDS, MAX_OBJECT_ID, PROMPT_METHODS, TrackerConfig
 from defvos_ros.diagnostics import DiagnosticThresholds
 
 RELIABILITIES = ('best_effort', 'reliable')
@@ -43,6 +43,10 @@ TRACKER_PARAMETERS: dict[str, str] = {
     'presence_confidence_drop': 'presence.confidence_drop',
     'presence_window': 'presence.window',
     'presence_min_area_fraction': 'presence.min_area_fraction',
+    'slots_per_bank': 'slots_per_bank',
+    'box_prompt_method': 'prompts.box_method',
+    'points_prompt_method': 'prompts.points_method',
+    'grabcut_iterations': 'prompts.grabcut_iterations',
 }
 
 
@@ -222,6 +226,19 @@ SPECS: dict[str, _Spec] = {
                              int_range=(1, 1000)),
     'presence_min_area_fraction': _Spec('An object covering less of the frame counts as '
                                         'absent.', float_range=(0.0, 0.5)),
+    'slots_per_bank': _Spec('Objects per identity bank (0 = as many as the model has ID '
+                            'slots); more banks cost time, fewer objects per bank keep them '
+                            'apart.', int_range=(0, 64)),
+    'box_prompt_method': _Spec('How a box prompt becomes a seed mask: head (the weights\' '
+                               'prompt head), grabcut (OpenCV, no learned model), rect (the box '
+                               'itself); "+refine" then segments the seed frame against it.',
+                               choices=PROMPT_METHODS),
+    'points_prompt_method': _Spec('How click prompts become a seed mask (as '
+                                  'box_prompt_method; rect needs a box).',
+                                  choices=tuple(m for m in PROMPT_METHODS
+                                                if not m.startswith('rect'))),
+    'grabcut_iterations': _Spec('GrabCut iterations of the grabcut prompt methods.',
+                                int_range=(1, 50)),
     'cuda_graphs': _Spec('Torch on CUDA: replay the per-frame work as CUDA graphs once the '
                          'memory is full (ignored on CPU).'),
     'num_threads': _Spec("Torch CPU threads for inference; 0 = torch's default.",

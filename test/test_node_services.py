@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from defvos_interfaces.msg import ObjectPrompt
+from defvos_interfaces.msg import ObjectPrompt, Point2D
 from std_msgs.msg import Header
 
 from defvos_core.inference.presence import PresenceTracker
@@ -63,6 +63,30 @@ def test_add_replace_and_remove_objects_by_id(ros, pipeline, clip):
     client.send_frame(frames[4], stamps[4])
     assert wait_until(lambda: node.stats.dropped['no_objects'] >= 1)
     assert stamps[4] not in client.masks  # nothing is published while nothing is tracked
+
+
+def test_a_box_and_clicks_seed_objects_that_are_then_tracked(ros, pipeline, clip):
+    """A detector's box and an operator's clicks become masks in the node (the prompt head)."""
+    frames, truth = clip
+    node, client = pipeline()
+    rows, cols = np.nonzero(truth[0] == 1)
+    box = box_prompt('bear', cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    centre = (float(np.median(cols)), float(np.median(rows)))
+    clicks = ObjectPrompt(id='bear_clicked', kind=ObjectPrompt.KIND_POINTS,
+                          points=[Point2D(x=centre[0], y=centre[1])], point_labels=[1])
+    for prompt in (box, clicks):
+        client.reset()
+        stamps = [next_stamp() for _ in range(2)]
+        client.send_frame(frames[0], stamps[0])
+        response = client.add(stamps[0], [prompt])
+        assert response.success, response.message
+        assert list(response.mask_values) == [1]
+        seeded = labels_of(client.wait_mask(stamps[0]))
+        assert object_iou(seeded == 1, truth[0] == 1) >= 0.6, prompt.id
+        client.send_frame(frames[1], stamps[1])
+        labels = labels_of(client.wait_mask(stamps[1]))
+        assert object_iou(labels == 1, truth[1] == 1) >= 0.6, prompt.id
+        assert [o.id for o in client.objects_for(stamps[1]).objects] == [prompt.id]
 
 
 def test_bad_requests_are_refused_with_their_reason(ros, pipeline, clip):
