@@ -2,7 +2,7 @@
 
     python -m defvos_core.bench [--weights W] [--device cpu|cuda] [--backend torch|onnxruntime]
         [--sizes 240,480] [--objects 1,5,10] [--frames 100] [--long 1000] [--fp16] [--profile]
-        [--cuda-graphs]
+        [--cuda-graphs] [--slots-per-bank 1]
 
 For each processing size and object count: median ms/frame over `--frames` frames after a
 warm-up, the same median once `--long` frames have gone through the memory, peak memory
@@ -84,6 +84,7 @@ def bench_one(args: argparse.Namespace, short_side: int, objects: int) -> dict:
     providers = args.providers.split(",") if args.providers else []
     config = TrackerConfig(size=short_side, backend=args.backend, device=args.device,
                            fp16=args.fp16, cuda_graphs=args.cuda_graphs,
+                           slots_per_bank=args.slots_per_bank,
                            onnx=OnnxConfig(providers=providers))
     tracker = build_tracker(args.weights, config)
     frames, seed = sample_clip(short_side)
@@ -128,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fp16", action="store_true")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="torch on CUDA: replay the per-frame calls as CUDA graphs")
+    parser.add_argument("--slots-per-bank", type=int, default=TrackerConfig.slots_per_bank,
+                        help="objects per identity bank (0: all the model's ID slots; each "
+                        "bank costs a propagation + decoder pass)")
     parser.add_argument("--sizes", default="240,480", help="processing short sides")
     parser.add_argument("--objects", default="1,5,10", help="object counts")
     parser.add_argument("--frames", type=int, default=100, help="timed frames per median")
@@ -146,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    else f"{platform.processor() or platform.machine()} CPU, "
                         f"{torch.get_num_threads()} threads")
     print(f"defvos bench: backend={args.backend} device={args.device} ({device_name}) "
-          f"fp16={args.fp16} cuda_graphs={args.cuda_graphs} torch={torch.__version__}")
+          f"fp16={args.fp16} cuda_graphs={args.cuda_graphs} "
+          f"slots_per_bank={args.slots_per_bank} torch={torch.__version__}")
     print(f"median over {args.frames} frames after {args.warmup} warm-up; 'late' = after "
           f"{args.long} frames")
     header = (f"{'size':>5} {'input':>9} {'obj':>4} {'ms/frame':>9} {'ms late':>8} "
