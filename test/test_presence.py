@@ -50,3 +50,21 @@ def test_the_tracker_leaves_absent_objects_out_of_the_label_map(monkeypatch):
     result = tracker.step(frames[3])
     assert not result.presence[1].present and result.presence[1].frames_since_seen == 1
     assert result.area[1] == 0 and not np.any(result.labels == 1)
+
+
+def test_objects_in_separate_banks_stay_present_beside_a_look_alike():
+    """Keep both objects present although each bank also claims the other's look-alike.
+
+    That lowers the merged probability; the score is taken within the object's own bank.
+    """
+    names = list_frame_files(SAMPLE / "frames")[:12]
+    frames = [np.concatenate([rgb, rgb[:, ::-1]], axis=1) for rgb in map(read_rgb, names)]
+    mask = read_label_map(SAMPLE / "masks" / "00000.png") == 1
+    seed = np.concatenate([mask * 1, mask[:, ::-1] * 2], axis=1)
+    tracker = build_tracker(None, TrackerConfig(size=120, slots_per_bank=1))
+    tracker.add_objects(frames[0], seed)
+    assert tracker.objects.num_banks == 2
+    for frame in frames[1:]:
+        result = tracker.step(frame)
+        assert all(state.present for state in result.presence.values()), result.confidence
+        assert min(result.confidence.values()) > 0.8, result.confidence

@@ -22,16 +22,21 @@ from tracker_helpers import make_tracker, random_frame, sample_clip
 torch.set_num_threads(1)
 
 
-def reference_result(probabilities, geometry, object_ids):
-    """Return the result as the tracker computed it before: all channels upsampled at once."""
+def reference_result(probabilities, geometry, object_ids, own_bank=None):
+    """Return the result as the tracker computed it before: all channels upsampled at once.
+
+    own_bank (K, h4, w4): the probabilities the confidence is taken from (default: merged).
+    """
     full = probabilities_to_input(probabilities, geometry)  # (K+1, H, W)
+    scores = full if own_bank is None else \
+        torch.cat([full[:1], probabilities_to_input(own_bank, geometry)])
     best = full.argmax(dim=0)
     labels = torch.tensor([0] + object_ids, dtype=torch.uint8)[best]
     confidence, area = {}, {}
     for row, object_id in enumerate(object_ids, start=1):
         selected = best == row
         area[object_id] = int(selected.sum())
-        confidence[object_id] = float(full[row][selected].mean()) if area[object_id] else 0.0
+        confidence[object_id] = float(scores[row][selected].mean()) if area[object_id] else 0.0
     return labels.numpy(), confidence, area
 
 
@@ -42,10 +47,10 @@ class ComparingTracker(Tracker):
         super().__init__(tracker.backend, tracker.config)
         self.equal_fractions: list[float] = []
 
-    def _result(self, probabilities, return_probabilities=False):
-        result = super()._result(probabilities, return_probabilities)
+    def _result(self, probabilities, return_probabilities=False, own_bank=None):
+        result = super()._result(probabilities, return_probabilities, own_bank)
         labels, confidence, area = reference_result(probabilities, self.geometry,
-                                                    self.object_ids)
+                                                    self.object_ids, own_bank)
         one_channel_chunks, _ = input_labels(probabilities, self.geometry, chunk_bytes=1)
         lookup = torch.tensor([0] + self.object_ids, dtype=torch.uint8)
         assert np.array_equal(lookup[one_channel_chunks].numpy(), result.labels)

@@ -140,6 +140,25 @@ def input_labels(probabilities: torch.Tensor, geometry: FrameGeometry,
     return channel_argmax(chunks)
 
 
+def label_sums(values: torch.Tensor, best: torch.Tensor, geometry: FrameGeometry,
+               chunk_bytes: int = LABEL_CHUNK_BYTES) -> list[float]:
+    """Sum each channel of stride-4 `values` (K, h/4, w/4) over the pixels it won.
+
+    At the input size, over the pixels that `best` ((H, W) winning channel, 0 background)
+    gives to it (channel k: k + 1); upsampled a chunk of channels at a time, as
+    `input_labels`.
+    """
+    height, width = geometry.input_size
+    channel_bytes = 4 * max(height * width, geometry.padded[0] * geometry.padded[1])
+    chunk = max(1, chunk_bytes // channel_bytes)
+    sums = []
+    for start in range(0, values.shape[0], chunk):
+        upsampled = probabilities_to_input(values[start:start + chunk], geometry)
+        for offset, channel in enumerate(upsampled):
+            sums.append(float(channel[best == start + offset + 1].double().sum()))
+    return sums
+
+
 def labels_to_stride4(labels: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
     """Input-size label map -> padded processing size (nearest), for the seed's soft mask."""
     resized = resize_labels(labels, geometry.resized)

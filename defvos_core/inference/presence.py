@@ -71,6 +71,25 @@ class PresenceTracker:
             states[object_id] = Presence(present, since)
         return states
 
+    def restart(self, object_ids: list[int]) -> None:
+        """Drop these objects' reference (their next present frames start a new one).
+
+        For objects whose score changes scale (regrouped identity banks); an absent one
+        counts as present again at its next frame with a mask.
+        """
+        for object_id in object_ids:
+            if object_id in self._confidence:
+                self._confidence[object_id].clear()
+
+    def snapshot(self) -> tuple[dict[int, int], dict[int, deque[float]]]:
+        """Return a copy of the state, for `restore`."""
+        return dict(self._since_seen), {i: deque(h, maxlen=h.maxlen)
+                                        for i, h in self._confidence.items()}
+
+    def restore(self, state: tuple[dict[int, int], dict[int, deque[float]]]) -> None:
+        """Return to a `snapshot`."""
+        self._since_seen, self._confidence = dict(state[0]), dict(state[1])
+
     def clear(self) -> None:
         """Forget every object."""
         self._since_seen.clear()

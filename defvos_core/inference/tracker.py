@@ -27,6 +27,7 @@ from defvos_core.inference.preprocess import (
     check_aspect_ratio,
     frame_to_tensor,
     input_labels,
+    label_sums,
     probabilities_to_input,
     seed_to_stride4,
 )
@@ -42,7 +43,10 @@ class TrackResult:
 
     labels: np.ndarray  # (H, W) uint8: 0 background, k = object k
     object_ids: list[int]  # tracked objects, ascending
-    confidence: dict[int, float]  # mean probability over each object's pixels (0 if absent)
+    # Mean probability over each object's pixels (0 if absent), within the object's own
+    # identity bank (its bank's background and objects), so that it does not depend on how
+    # objects are spread over banks: objects of other banks do not lower it.
+    confidence: dict[int, float]
     area: dict[int, int]  # pixels labelled with each object
     frame_index: int
     # (K, H, W) float32, only with step(return_probabilities=True): K x H x W x 4 bytes.
@@ -100,6 +104,7 @@ class Tracker:
         if object_id not in self.objects:
             raise KeyError(f"object {object_id} is not tracked (tracked: {self.object_ids})")
         with self._all_or_nothing():
+            layout = self._bank_layout()
             erased = self.objects.remove(object_id)
             moved = self.objects.compact()
             self.memory.forget_object(object_id)
@@ -109,6 +114,7 @@ class Tracker:
             banks = self.objects.num_banks
             self.memory.edit_masks(lambda mask: remap_slots(mask, [erased], moved, banks),
                                    self.backend.encode_identity)
+            self._restart_presence_of_regrouped(layout)
 
     def add_objects(self, frame: np.ndarray, label_map: np.ndarray | None = None,
                     boxes: dict[int, tuple] | None = None,
@@ -137,15 +143,16 @@ class Tracker:
         features = self.backend.encode(image)
         previous_ids = self.object_ids
         kept_ids = [i for i in previous_ids if i not in seed_ids]
-        predicted = self._predict(features) if kept_ids and not self.memory.empty else None
+        predicted = self._predict(features)[0] if kept_ids and not self.memory.empty else None
 
         replaced = [self.objects.slot_of(i) for i in seed_ids if i in self.objects]
         for object_id in seed_ids:
             if object_id in self.objects:
                 self.memory.forget_object(object_id)
-        banks_before = self.objects.num_banks
+        banks_before, layout = self.objects.num_banks, self._bank_layout()
         for object_id in seed_ids:
             self.objects.add(object_id)
+        self._restart_presence_of_regrouped(layout)
         if not self.memory.empty and (replaced or self.objects.num_banks > banks_before):
             banks = self.objects.num_banks
             self.memory.edit_masks(lambda mask: remap_slots(mask, replaced, [], banks),
@@ -192,9 +199,9 @@ class Tracker:
             return TrackResult(np.zeros(frame.shape[:2], np.uint8), [], {}, {}, self.frame_index)
         image = self._prepare(frame)
         features = self.backend.encode(image)
-        probabilities = self._predict(features)  # (K+1, h4, w4)
+        probabilities, own_bank = self._predict(features)  # (K+1, h4, w4), (K, h4, w4)
         self.memory.add_tracked(self._memory_frame(features, probabilities))
-        result = self._result(probabilities, return_probabilities)
+        result = self._result(probabilities, return_probabilities, own_bank)
         result.presence = self.presence.update(result.area, result.confidence,
                                                result.labels.size)
         absent = [i for i, state in result.presence.items() if not state.present]
@@ -208,16 +215,36 @@ class Tracker:
         return self.memory.nbytes()
 
     # ------------------------------------------------------------------------------ helpers
+    def _bank_layout(self) -> dict[int, tuple[int, frozenset[int]]]:
+        """Each object's bank and the objects sharing it (what its confidence is against)."""
+        banks: dict[int, set[int]] = {}
+        for object_id in self.object_ids:
+            banks.setdefault(self.objects.slot_of(object_id)[0], set()).add(object_id)
+        return {object_id: (bank, frozenset(members))
+                for bank, members in banks.items() for object_id in members}
+
+    def _restart_presence_of_regrouped(self, before: dict[int, tuple[int, frozenset[int]]]
+                                       ) -> None:
+        """Restart the presence reference of objects that changed bank or bank-mates.
+
+        Their confidence is now taken against other objects: a new scale
+        (`PresenceTracker.restart`).
+        """
+        after = self._bank_layout()
+        self.presence.restart([i for i in before if i in after and after[i] != before[i]])
+
     @contextmanager
     def _all_or_nothing(self) -> Iterator[None]:
         """Undo every state change of the block if it raises."""
         objects, memory = self.objects.snapshot(), self.memory.snapshot()
+        presence = self.presence.snapshot()
         geometry, frame_index = self.geometry, self.frame_index
         try:
             yield
         except BaseException:
             self.objects.restore(objects)
             self.memory.restore(memory)
+            self.presence.restore(presence)
             self.geometry, self.frame_index = geometry, frame_index
             raise
 
@@ -240,15 +267,35 @@ class Tracker:
         self.frame_index += 1
         return frame_to_tensor(frame, self.geometry, self.backend.device, self.backend.dtype)
 
-    def _predict(self, features: FrameFeatures) -> torch.Tensor:
-        """Predict merged probabilities (K+1, h4, w4) over [background, objects in id order]."""
+    def _predict(self, features: FrameFeatures) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Predict merged probabilities (K+1, h4, w4) over [background, objects in id order].
+
+        Also returns, with several banks, each object's probability within its own bank
+        (K, h4, w4; a softmax over that bank's background and objects); None with one bank,
+        where it equals the merged one.
+        """
         logits = self.backend.segment(features, self.memory.tensors()).float()
         log_probs = torch.log_softmax(logits, dim=1)  # (banks, S+1, h4, w4)
         rows = [log_probs[:, 0].min(dim=0).values]
         for object_id in self.object_ids:
             bank, slot = self.objects.slot_of(object_id)
             rows.append(log_probs[bank, slot])
-        return torch.softmax(torch.stack(rows), dim=0)
+        merged = torch.softmax(torch.stack(rows), dim=0)
+        return merged, (self._own_bank(log_probs) if self.objects.num_banks > 1 else None)
+
+    def _own_bank(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """Each object's probability against its own bank's background and objects only."""
+        own = log_probs.new_empty(len(self.object_ids), *log_probs.shape[-2:])
+        by_bank: dict[int, list[tuple[int, int]]] = {}
+        for row, object_id in enumerate(self.object_ids):
+            bank, slot = self.objects.slot_of(object_id)
+            by_bank.setdefault(bank, []).append((row, slot))
+        for bank, members in by_bank.items():
+            channels = [log_probs[bank, 0]] + [log_probs[bank, slot] for _, slot in members]
+            probabilities = torch.softmax(torch.stack(channels), dim=0)
+            for (row, _), probability in zip(members, probabilities[1:]):
+                own[row] = probability
+        return own
 
     def _memory_frame(self, features: FrameFeatures, probabilities: torch.Tensor) -> MemoryFrame:
         """Memory entries of the current frame from its merged probabilities (K+1, h4, w4)."""
@@ -262,9 +309,12 @@ class Tracker:
         mask = mask.to(self.backend.dtype)
         return MemoryFrame(features.key, features.value, mask, self.backend.encode_identity(mask))
 
-    def _result(self, probabilities: torch.Tensor,
-                return_probabilities: bool = False) -> TrackResult:
+    def _result(self, probabilities: torch.Tensor, return_probabilities: bool = False,
+                own_bank: torch.Tensor | None = None) -> TrackResult:
         """Return the TrackResult of merged probabilities (K+1, h4, w4), at the input size.
+
+        own_bank: each object's probability within its bank (K, h4, w4), for `confidence`
+        (None: the merged probabilities are the same).
 
         The channels are upsampled a few at a time (`input_labels`), so memory grows with
         the input size, not with objects times it.
@@ -278,6 +328,8 @@ class Tracker:
         sums = torch.bincount(flat, weights=best_value.flatten().double(),
                               minlength=len(ids) + 1).tolist()
         area = {object_id: counts[row] for row, object_id in enumerate(ids, start=1)}
+        if own_bank is not None:
+            sums = [0.0] + label_sums(own_bank, best, self.geometry)
         confidence = {object_id: sums[row] / counts[row] if counts[row] else 0.0
                       for row, object_id in enumerate(ids, start=1)}
         probs = None
