@@ -2,7 +2,7 @@
 
     python -m defvos_core.evaluate_multi [--weights W] [--data DIR] [--split val]
         [--objects 2,3,5] [--slots-per-bank 10,3] [--clips N] [--max-frames 40]
-        [--size 240] [--backend torch] [--threads N] [--json out.json]
+        [--size 240] [--backend torch] [--presence-drop 0.06] [--threads N] [--json out.json]
 
 Composites clips of K objects from the split's sequences, tracks them with each
 `slots_per_bank` value, and prints J&F with all objects tracked together (multi), each
@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from defvos_core.config import BACKENDS, TrackerConfig
+from defvos_core.config import BACKENDS, PresenceConfig, TrackerConfig
 from defvos_core.data.roots import DATA_ENV, DAVIS_NAME
 
 PROG = "python -m defvos_core.evaluate_multi"
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tracker processing size (short side; 0 = input size)")
     parser.add_argument("--backend", default=TrackerConfig.backend, choices=BACKENDS)
     parser.add_argument("--device", default=TrackerConfig.device, help="torch device")
+    parser.add_argument("--presence-drop", type=float,
+                        default=PresenceConfig.confidence_drop,
+                        help="the tracker's presence rule: absent when the score drops this "
+                        "far below its recent median (0 = off; TrackerConfig.presence)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default 0: torch's own choice)")
     parser.add_argument("--no-single", action="store_true",
@@ -90,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = args.data or default_davis_root()
     try:
         config = TrackerConfig(size=args.size or None, backend=args.backend,
-                               device=args.device)
+                               device=args.device,
+                               presence=PresenceConfig(confidence_drop=args.presence_drop))
         slots = args.slots_per_bank or [config.slots_per_bank]
         for value in slots:
             TrackerConfig(slots_per_bank=value)  # checks the value
