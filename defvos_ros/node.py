@@ -438,8 +438,11 @@ def main(args: Optional[list[str]] = None) -> int:
         executor.add_node(node)
         code = spin_until_failure(node, executor)
     except StartupError as error:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f'start-up failed: {error}')
-        code = 1
+        if rclpy.ok():
+            rclpy.logging.get_logger(NODE_NAME).fatal(f'start-up failed: {error}')
+            code = 1
+        # else Ctrl-C shut the context down mid-transition (the lifecycle could not publish
+        # its transition event): a clean exit, like Ctrl-C at any other moment
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C at any moment, also while the model loads, ends the node cleanly
     finally:
