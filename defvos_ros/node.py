@@ -416,9 +416,18 @@ class DefvosNode(LifecycleNode):
 
 
 def spin_until_failure(node: DefvosNode, executor: Executor) -> int:
-    """Spin until shutdown (0) or until the node's worker dies (1)."""
+    """Spin until shutdown (0) or until the node's worker dies (1).
+
+    Ctrl-C shuts the context down from rclpy's signal handler, possibly between the check
+    and the executor's wait, which then fails ('the given context is not valid'): an error
+    once the context is down ends the loop like the shutdown itself.
+    """
     while rclpy.ok(context=executor.context) and not node.failed.is_set():
-        executor.spin_once(timeout_sec=0.1)
+        try:
+            executor.spin_once(timeout_sec=0.1)
+        except Exception:
+            if rclpy.ok(context=executor.context):
+                raise
     return 1 if node.failed.is_set() else 0
 
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -279,3 +280,25 @@ def test_ctrl_c_during_start_up_is_a_clean_exit(monkeypatch):
 
     monkeypatch.setattr(node_module, 'DefvosNode', failed_start)
     assert node_module.main([]) == 1  # a real start-up failure still exits 1
+
+
+def test_ctrl_c_between_the_check_and_the_wait_ends_the_spin_cleanly():
+    """The context shut down just before spin_once: its wait set fails, the loop ends 0."""
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    node = Node(f'test_spin_{next(_names)}', context=context)
+    node.failed = threading.Event()
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spin_once = executor.spin_once
+
+    def shut_down_then_spin(timeout_sec=None):
+        context.shutdown()  # what rclpy's SIGINT handler does, at the worst moment
+        spin_once(timeout_sec=timeout_sec)
+
+    executor.spin_once = shut_down_then_spin
+    try:
+        assert spin_until_failure(node, executor) == 0
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
