@@ -446,14 +446,17 @@ def main(args: Optional[list[str]] = None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         code = spin_until_failure(node, executor)
-    except StartupError as error:
-        if rclpy.ok():
-            rclpy.logging.get_logger(NODE_NAME).fatal(f'start-up failed: {error}')
-            code = 1
-        # else Ctrl-C shut the context down mid-transition (the lifecycle could not publish
-        # its transition event): a clean exit, like Ctrl-C at any other moment
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C at any moment, also while the model loads, ends the node cleanly
+    except Exception as error:
+        # rclpy's SIGINT handler shuts the context down wherever the main thread is: a
+        # lifecycle transition then fails to publish its event, an executor cannot be made
+        # on the dead context... An error once the context is down is that Ctrl-C: exit 0.
+        if rclpy.ok():
+            if not isinstance(error, StartupError):
+                raise
+            rclpy.logging.get_logger(NODE_NAME).fatal(f'start-up failed: {error}')
+            code = 1
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=0.5)

@@ -264,7 +264,8 @@ def test_ctrl_c_during_start_up_is_a_clean_exit(monkeypatch):
     """SIGINT can land while autostart's transition publishes its event: exit 0, no FATAL.
 
     (rclpy's handler shuts the context down; the lifecycle then fails the transition and
-    autostart raises StartupError. Seen under load as exit code 1 right after 'active'.)
+    autostart raises StartupError, or the executor cannot be made. Seen as exit code 1 right
+    after 'active'.)
     """
     import defvos_ros.node as node_module
 
@@ -274,6 +275,19 @@ def test_ctrl_c_during_start_up_is_a_clean_exit(monkeypatch):
 
     monkeypatch.setattr(node_module, 'DefvosNode', interrupted_start)
     assert node_module.main([]) == 0
+
+    class Started:  # the node is up; the signal lands before the executor exists
+        def destroy_node(self) -> None:
+            pass
+
+    def executor_after_ctrl_c():
+        rclpy.shutdown()
+        return SingleThreadedExecutor()  # RCLError: the context is not valid
+
+    monkeypatch.setattr(node_module, 'DefvosNode', Started)
+    monkeypatch.setattr(node_module, 'SingleThreadedExecutor', executor_after_ctrl_c)
+    assert node_module.main([]) == 0
+    monkeypatch.undo()
 
     def failed_start():
         raise node_module.StartupError('no such weights file')
