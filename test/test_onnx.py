@@ -18,9 +18,10 @@ from defvos_core.data.video_io import list_frame_files, read_rgb
 from defvos_core.export import main as export_main
 from defvos_core.inference.backend import TorchBackend
 from defvos_core.inference.tracker import Tracker
-from defvos_core.model.checkpoint import DEFAULT_STUDENT_WEIGHTS, load_model, save_weights
+from defvos_core.model.checkpoint import (DEFAULT_STUDENT_WEIGHTS, file_sha256, load_model,
+                                          save_weights)
 from defvos_core.model.propagation import MemoryTensors
-from defvos_core.onnx.graphs import SEGMENT_INPUTS, check_graph, file_sha256, read_metadata
+from defvos_core.onnx.graphs import SEGMENT_INPUTS, check_graph, read_metadata
 from defvos_core.onnx.providers import (
     CPU,
     CUDA,

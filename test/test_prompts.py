@@ -25,7 +25,7 @@ from defvos_core.model.checkpoint import (
 from defvos_core.model.prompt_head import ObjectPrompt, prompt_maps
 from defvos_core.model.prompt_weights import add_prompt_head, load_prompt_head, new_prompt_head
 from defvos_core.model.vos_model import VOSModel
-from defvos_core.onnx.graphs import file_sha256
+from defvos_core.model.checkpoint import file_sha256
 from defvos_core.segment import main as segment_main
 
 torch.set_num_threads(1)

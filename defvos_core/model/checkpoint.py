@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -17,6 +18,15 @@ WEIGHTS_FORMAT = "defvos-weights-v1"
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEFAULT_STUDENT_WEIGHTS = ASSETS / "student.pt"
 DEFAULT_TEACHER_WEIGHTS = ASSETS / "teacher.pt"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Return the hex sha256 of a file's bytes (weights files are linked by it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

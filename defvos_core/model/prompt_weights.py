@@ -14,7 +14,8 @@ import torch
 
 from defvos_core.config import ModelConfig
 from defvos_core.config_io import from_dict, to_dict
-from defvos_core.model.checkpoint import WEIGHTS_FORMAT, atomic_torch_save, read_weights
+from defvos_core.model.checkpoint import (WEIGHTS_FORMAT, atomic_torch_save, file_sha256,
+                                          read_weights)
 from defvos_core.model.encoder import EfficientNetLiteEncoder
 from defvos_core.model.prompt_head import PromptHead
 from defvos_core.model.vos_model import VOSModel
@@ -64,8 +65,6 @@ def add_prompt_head(parent: str | Path, head: PromptHead, out: str | Path,
     meta: how the head was trained; recorded as meta["prompt_head"] with the parent's path
     and sha256 added. A parent that already has a head gets this one instead.
     """
-    from defvos_core.onnx.graphs import file_sha256  # the one sha256 helper (writer only)
-
     payload = read_weights(parent)
     config = from_dict(ModelConfig, payload["model_config"], f"{parent}: model_config")
     config.prompt_head = True

@@ -14,7 +14,6 @@ fp16 export casts to half inside the graph, so the tracker and its memory are un
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from torch.onnx import symbolic_helper
 
 import defvos_core
 from defvos_core.config_io import to_dict
+from defvos_core.model.checkpoint import file_sha256
 from defvos_core.model.propagation import MemoryTensors
 from defvos_core.model.vos_model import STRIDE, FrameFeatures, VOSModel
 
@@ -131,15 +131,6 @@ def example_inputs(model: VOSModel, padded_size: tuple[int, int], frames: int = 
                     rand(1, 1, layers, dim, h, w), rand(1, 1, layers, dim, h, w),
                     rand(banks, 1, layers, dim, h, w)),
     }
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @symbolic_helper.parse_args("v", "is", "is", "is", "is")

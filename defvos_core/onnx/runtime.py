@@ -30,7 +30,7 @@ import defvos_core
 from defvos_core.config import MAX_OBJECT_ID, ModelConfig, TrackerConfig
 from defvos_core.config_io import to_dict
 from defvos_core.inference.preprocess import FrameGeometry
-from defvos_core.model.checkpoint import load_model
+from defvos_core.model.checkpoint import file_sha256, load_model
 from defvos_core.model.propagation import MemoryTensors
 from defvos_core.model.vos_model import STRIDE, FrameFeatures
 from defvos_core.onnx.graphs import (
@@ -38,7 +38,6 @@ from defvos_core.onnx.graphs import (
     MEMORY_INPUTS,
     OPSET,
     export_graphs,
-    file_sha256,
     read_metadata,
 )
 from defvos_core.onnx.providers import (

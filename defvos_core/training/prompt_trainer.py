@@ -104,7 +104,7 @@ def train_prompt_head(config: PromptTrainConfig,
                       command: str = "") -> tuple[PromptHead, dict[str, Any]]:
     """Train a head on the frozen student of `config.weights`; return it and its meta."""
     config.validate()
-    from defvos_core.onnx.graphs import file_sha256
+    from defvos_core.model.checkpoint import file_sha256
 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)

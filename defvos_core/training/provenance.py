@@ -14,7 +14,6 @@ fold's scores before the next stage of that fold reads it.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import platform
 import shlex
@@ -25,19 +24,10 @@ from typing import Any
 
 import torch
 
-from defvos_core.model.checkpoint import atomic_torch_save, read_weights
+from defvos_core.model.checkpoint import atomic_torch_save, file_sha256, read_weights
 
 SHA256_HEX = 64
 _COMMAND: list[str] = []  # set_command_line: the command that started this work
-
-
-def file_sha256(path: str | Path) -> str:
-    """Return the hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_link(path: str | Path | None) -> dict[str, str] | None:
