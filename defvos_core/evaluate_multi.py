@@ -21,8 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
+from defvos_core.cli_args import add_presence_argument, add_sequence_arguments
 from defvos_core.config import BACKENDS, PresenceConfig, TrackerConfig
-from defvos_core.data.roots import DATA_ENV, DAVIS_NAME
 
 PROG = "python -m defvos_core.evaluate_multi"
 
@@ -45,11 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = MultiObjectConfig()
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default=None, help="weights file (default: shipped)")
-    parser.add_argument("--data", type=Path, default=None,
-                        help=f"DAVIS-layout folder (default: ${DATA_ENV}/{DAVIS_NAME})")
-    parser.add_argument("--split", default="val",
-                        help="sequences: val, train, fold0..fold4, or an ImageSets file")
+    add_sequence_arguments(parser)
     parser.add_argument("--objects", type=_int_list, default=[2, 3, 5],
                         help="objects per clip, comma separated (default: 2,3,5)")
     parser.add_argument("--slots-per-bank", type=_int_list, default=None,
@@ -64,10 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tracker processing size (short side; 0 = input size)")
     parser.add_argument("--backend", default=TrackerConfig.backend, choices=BACKENDS)
     parser.add_argument("--device", default=TrackerConfig.device, help="torch device")
-    parser.add_argument("--presence-drop", type=float,
-                        default=PresenceConfig.confidence_drop,
-                        help="the tracker's presence rule: absent when the score drops this "
-                        "far below its recent median (0 = off; TrackerConfig.presence)")
+    add_presence_argument(parser)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default 0: torch's own choice)")
     parser.add_argument("--no-single", action="store_true",

@@ -16,8 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
+from defvos_core.cli_args import add_presence_argument, add_sequence_arguments
 from defvos_core.config import PresenceConfig, TrackerConfig
-from defvos_core.data.roots import DATA_ENV, DAVIS_NAME
 
 PROG = "python -m defvos_core.evaluate_occlusion"
 
@@ -29,19 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = OcclusionConfig()
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default=None, help="weights file (default: shipped)")
-    parser.add_argument("--data", type=Path, default=None,
-                        help=f"DAVIS-layout folder (default: ${DATA_ENV}/{DAVIS_NAME})")
-    parser.add_argument("--split", default="val",
-                        help="sequences: val, train, fold0..fold4, or an ImageSets file")
+    add_sequence_arguments(parser)
     parser.add_argument("--lengths", default=",".join(map(str, defaults.lengths)),
                         help="occlusion lengths in frames, comma separated")
     parser.add_argument("--size", type=int, default=TrackerConfig.size,
                         help="tracker processing size (short side)")
-    parser.add_argument("--presence-drop", type=float,
-                        default=PresenceConfig.confidence_drop,
-                        help="the tracker's presence rule: absent when the score drops this "
-                        "far below its recent median (0 = off; TrackerConfig.presence)")
+    add_presence_argument(parser)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     return parser
 
