@@ -121,6 +121,17 @@ class Row:
         return result
 
 
+def record_seed(rows: dict[tuple[str, str], Row], tracker: Tracker, frame: np.ndarray,
+                truth: np.ndarray, kind: str, method: str, key: str) -> np.ndarray:
+    """Make the (method, kind) seed of `frame`; add its time and IoU to its row; return it."""
+    started = time.perf_counter()
+    seed = seed_labels(tracker, frame, truth, kind, method, key)
+    row = rows.setdefault((method, kind), Row())
+    row.seconds.append(time.perf_counter() - started)
+    row.seed_iou.append(mean_object_iou(seed, truth))
+    return seed
+
+
 def score_stills(tracker: Tracker, stills: list[StaticImage], kinds: Iterable[str],
                  methods: Iterable[str]) -> dict[tuple[str, str], Row]:
     """Seed-frame IoU of every (method, kind) on still images (no tracking)."""
@@ -131,11 +142,7 @@ def score_stills(tracker: Tracker, stills: list[StaticImage], kinds: Iterable[st
             for method in methods:
                 if method in SEEDS or not applies(method, kind):
                     continue
-                started = time.perf_counter()
-                labels = seed_labels(tracker, image, truth, kind, method, still.name)
-                row = rows.setdefault((method, kind), Row())
-                row.seconds.append(time.perf_counter() - started)
-                row.seed_iou.append(mean_object_iou(labels, truth))
+                record_seed(rows, tracker, image, truth, kind, method, still.name)
     return rows
 
 
@@ -167,12 +174,8 @@ def score_clips(tracker: Tracker, clips: list[Clip], kinds: Iterable[str],
             for kind in ([method] if method in SEEDS else kinds):
                 if not applies(method, kind):
                     continue
-                started = time.perf_counter()
-                seed = seed_labels(tracker, frame, truth, kind, method, clip.name)
-                row = rows.setdefault((method, kind), Row())
-                row.seconds.append(time.perf_counter() - started)
-                row.seed_iou.append(mean_object_iou(seed, truth))
-                row.tracks[clip.name] = track_clip(tracker, clip, seed)
+                seed = record_seed(rows, tracker, frame, truth, kind, method, clip.name)
+                rows[method, kind].tracks[clip.name] = track_clip(tracker, clip, seed)
         if log is not None:
             log(f"{clip.name}: done")
     return rows
