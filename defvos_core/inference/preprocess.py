@@ -124,6 +124,13 @@ def channel_argmax(chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.
     return best, best_value
 
 
+def channels_per_chunk(geometry: FrameGeometry, chunk_bytes: int) -> int:
+    """How many float32 channels of the input (or padded) size fit in `chunk_bytes` (>= 1)."""
+    height, width = geometry.input_size
+    channel_bytes = 4 * max(height * width, geometry.padded[0] * geometry.padded[1])
+    return max(1, chunk_bytes // channel_bytes)
+
+
 def input_labels(probabilities: torch.Tensor, geometry: FrameGeometry,
                  chunk_bytes: int = LABEL_CHUNK_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
     """Winning channel of stride-4 probabilities (K, h/4, w/4) at the input size, and its value.
@@ -132,9 +139,7 @@ def input_labels(probabilities: torch.Tensor, geometry: FrameGeometry,
     channels are upsampled a chunk of `chunk_bytes` at a time: peak memory grows with the
     input size, not with K times it (255 channels at 1080p would need 2 GB at once).
     """
-    height, width = geometry.input_size
-    channel_bytes = 4 * max(height * width, geometry.padded[0] * geometry.padded[1])
-    chunk = max(1, chunk_bytes // channel_bytes)
+    chunk = channels_per_chunk(geometry, chunk_bytes)
     chunks = (probabilities_to_input(probabilities[start:start + chunk], geometry)
               for start in range(0, probabilities.shape[0], chunk))
     return channel_argmax(chunks)
@@ -148,9 +153,7 @@ def label_sums(values: torch.Tensor, best: torch.Tensor, geometry: FrameGeometry
     gives to it (channel k: k + 1); upsampled a chunk of channels at a time, as
     `input_labels`.
     """
-    height, width = geometry.input_size
-    channel_bytes = 4 * max(height * width, geometry.padded[0] * geometry.padded[1])
-    chunk = max(1, chunk_bytes // channel_bytes)
+    chunk = channels_per_chunk(geometry, chunk_bytes)
     sums = []
     for start in range(0, values.shape[0], chunk):
         upsampled = probabilities_to_input(values[start:start + chunk], geometry)

@@ -325,11 +325,12 @@ class Tracker:
         labels = lookup[best]
         flat = best.flatten()
         counts = torch.bincount(flat, minlength=len(ids) + 1).tolist()
-        sums = torch.bincount(flat, weights=best_value.flatten().double(),
-                              minlength=len(ids) + 1).tolist()
-        area = {object_id: counts[row] for row, object_id in enumerate(ids, start=1)}
-        if own_bank is not None:
+        if own_bank is None:
+            sums = torch.bincount(flat, weights=best_value.flatten().double(),
+                                  minlength=len(ids) + 1).tolist()
+        else:
             sums = [0.0] + label_sums(own_bank, best, self.geometry)
+        area = {object_id: counts[row] for row, object_id in enumerate(ids, start=1)}
         confidence = {object_id: sums[row] / counts[row] if counts[row] else 0.0
                       for row, object_id in enumerate(ids, start=1)}
         probs = None
