@@ -105,3 +105,15 @@ def remap_slots(mask: torch.Tensor, erased: list[Slot], moved: list[tuple[Slot, 
         out[new_bank, new_slot] = mask[old_bank, old_slot]
     out[:, 0] = (1 - out[:, 1:].sum(dim=1)).clamp(min=0)
     return out
+
+
+def merge_banks(log_probs: torch.Tensor, places: list[Slot]) -> torch.Tensor:
+    """Per-bank log-probabilities (B, S+1, h4, w4) -> (K+1, h4, w4) over [background, objects].
+
+    The objects are those at `places`, in order. Background is the least likely of the
+    banks' backgrounds; then a softmax over it and the objects only (unused slots take no
+    probability).
+    """
+    rows = [log_probs[:, 0].min(dim=0).values]
+    rows += [log_probs[bank, slot] for bank, slot in places]
+    return torch.softmax(torch.stack(rows), dim=0)

@@ -31,6 +31,7 @@ from defvos_core.errors import SeedError
 from defvos_core.inference.backend import Backend
 from defvos_core.inference.grabcut import grabcut_box, grabcut_clicks
 from defvos_core.inference.memory import MemoryFrame, MemoryManager
+from defvos_core.inference.objects import merge_banks
 from defvos_core.inference.preprocess import (
     FrameGeometry,
     frame_to_tensor,
@@ -287,12 +288,9 @@ class PromptSeeder:
         memory.add_seed(MemoryFrame(features.key, features.value, mask,
                                     self.backend.encode_identity(mask)))
         logits = self.backend.segment(features, memory.tensors()).float()
-        # As the tracker merges banks: background = the least likely bank background, then
-        # a softmax over [background, objects] only (unused slots take no probability).
         log_probs = torch.log_softmax(logits, dim=1)  # (banks, S+1, h4, w4)
-        rows = [log_probs[:, 0].min(dim=0).values]
-        rows += [log_probs[index // slots, 1 + index % slots] for index in range(len(ids))]
-        probabilities = torch.softmax(torch.stack(rows), dim=0)[1:]  # (K, h4, w4)
+        places = [(index // slots, 1 + index % slots) for index in range(len(ids))]
+        probabilities = merge_banks(log_probs, places)[1:]  # (K, h4, w4), as the tracker
         selected = probabilities[[ids.index(i) for i in refine_ids]]
         refined = probabilities_to_input(selected, geometry).cpu()
         return dict(zip(refine_ids, refined))

@@ -21,7 +21,7 @@ from defvos_core.config import TrackerConfig
 from defvos_core.errors import FrameError
 from defvos_core.inference.backend import Backend
 from defvos_core.inference.memory import MemoryFrame, MemoryManager
-from defvos_core.inference.objects import ObjectManager, remap_slots
+from defvos_core.inference.objects import ObjectManager, merge_banks, remap_slots
 from defvos_core.inference.preprocess import (
     FrameGeometry,
     check_aspect_ratio,
@@ -276,11 +276,7 @@ class Tracker:
         """
         logits = self.backend.segment(features, self.memory.tensors()).float()
         log_probs = torch.log_softmax(logits, dim=1)  # (banks, S+1, h4, w4)
-        rows = [log_probs[:, 0].min(dim=0).values]
-        for object_id in self.object_ids:
-            bank, slot = self.objects.slot_of(object_id)
-            rows.append(log_probs[bank, slot])
-        merged = torch.softmax(torch.stack(rows), dim=0)
+        merged = merge_banks(log_probs, [self.objects.slot_of(i) for i in self.object_ids])
         return merged, (self._own_bank(log_probs) if self.objects.num_banks > 1 else None)
 
     def _own_bank(self, log_probs: torch.Tensor) -> torch.Tensor:
@@ -290,9 +286,8 @@ class Tracker:
         for row, object_id in enumerate(self.object_ids):
             bank, slot = self.objects.slot_of(object_id)
             by_bank.setdefault(bank, []).append((row, slot))
-        for bank, members in by_bank.items():
-            channels = [log_probs[bank, 0]] + [log_probs[bank, slot] for _, slot in members]
-            probabilities = torch.softmax(torch.stack(channels), dim=0)
+        for bank, members in by_bank.items():  # each bank merged on its own
+            probabilities = merge_banks(log_probs[bank:bank + 1], [(0, s) for _, s in members])
             for (row, _), probability in zip(members, probabilities[1:]):
                 own[row] = probability
         return own
