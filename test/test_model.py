@@ -113,3 +113,19 @@ def test_batchnorm_folding_keeps_the_encoder_outputs():
     with torch.no_grad():
         for a, b in zip(model.encode(image), fused.encode(image)):
             assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+
+
+def test_decoder_input_conv_shares_the_visual_part_across_banks():
+    """Split input convolution == the convolution of the concatenated channels, per bank."""
+    torch.manual_seed(3)
+    decoder = VOSModel(student_config(pretrained_encoder=False, embed_dim=32,
+                                      decoder_dim=16)).decoder.eval()
+    visual, tokens = torch.randn(1, 32, 5, 7), torch.randn(1, 32, 5, 7)
+    identity = torch.randn(3, 32, 5, 7)
+    with torch.no_grad():
+        joined = torch.cat([visual.expand(3, -1, -1, -1), identity,
+                            tokens.expand(3, -1, -1, -1)], dim=1)
+        expected = decoder.input(joined)
+        split = decoder.input[1:](decoder._input_conv(visual, identity, tokens))
+    assert split.shape == (3, 16, 5, 7)
+    assert torch.allclose(split, expected, atol=1e-5)

@@ -33,12 +33,24 @@ class FPNDecoder(nn.Module):
         visual/tokens (B, C, h, w), identity (Bi, C, h, w), skip8 (B, C8, 2h, 2w),
         skip4 (B, C4, 4h, 4w).
         """
-        batch = identity.shape[0]
-        visual = visual.expand(batch, -1, -1, -1)
-        tokens = tokens.expand(batch, -1, -1, -1)
-        x = self.input(torch.cat([visual, identity, tokens], dim=1))
+        x = self.input[1:](self._input_conv(visual, identity, tokens))
         x = F.interpolate(x, size=skip8.shape[-2:], mode="bilinear", align_corners=False)
         x = self.refine8(x + self.lateral8(skip8))
         x = F.interpolate(x, size=skip4.shape[-2:], mode="bilinear", align_corners=False)
         x = self.refine4(x + self.lateral4(skip4))
         return self.head(x)
+
+    def _input_conv(self, visual: torch.Tensor, identity: torch.Tensor,
+                    tokens: torch.Tensor) -> torch.Tensor:
+        """The input convolution of cat([visual, identity, tokens]) -> (Bi, dim, h, w).
+
+        A convolution is linear in its input channels, so it is computed as the convolution of
+        the visual + encoder channels plus that of the identity channels: in inference the first
+        (B = 1) is shared by every identity bank and runs once, whatever the number of banks.
+        """
+        weight = self.input[0].weight  # (dim, 3C, 3, 3): visual, identity, encoder channels
+        channels = visual.shape[1]
+        shared = F.conv2d(torch.cat([visual, tokens], dim=1),
+                          torch.cat([weight[:, :channels], weight[:, 2 * channels:]], dim=1),
+                          padding=1)
+        return shared + F.conv2d(identity, weight[:, channels:2 * channels], padding=1)
