@@ -19,9 +19,10 @@ from defvos_core.data.sequences import (VideoSequence, read_davis, read_unlabele
                                         read_youtube_vos, split_holdout)
 from defvos_core.data.video_io import (VideoWriter, count_frames, iter_video_frames,
                                        list_frame_files, read_rgb)
+from data_paths import DAVIS, missing
 
-DAVIS_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016-train-240p"
-needs_davis = pytest.mark.skipif(not DAVIS_ROOT.is_dir(), reason=f"{DAVIS_ROOT} not present")
+DAVIS_ROOT = DAVIS
+needs_davis = pytest.mark.skipif(bool(missing(DAVIS)), reason=missing(DAVIS))
 SMALL = dict(crop_size=(96, 128), colour_jitter=False)
 
 

@@ -24,8 +24,7 @@ from defvos_core.evaluation.metrics import (
     summarize,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DAVIS_240P = REPO_ROOT.parent / "shared" / "data" / "davis2016-train-240p"
+from data_paths import DAVIS as DAVIS_240P
 REAL_SEQUENCES = ("dog-agility", "rollerblade")  # 13 and 18 frames: the shortest two
 
 

@@ -27,6 +27,7 @@ from defvos_core.model.prompt_weights import add_prompt_head, load_prompt_head, 
 from defvos_core.model.vos_model import VOSModel
 from defvos_core.model.checkpoint import file_sha256
 from defvos_core.segment import main as segment_main
+from data_paths import DATA, DAVIS, ECSSD, missing
 
 torch.set_num_threads(1)
 SAMPLE = Path(__file__).resolve().parents[1] / "defvos_core" / "assets" / "sample" / "bear"
@@ -280,8 +281,7 @@ def test_cli_bad_boxes_and_points_exit_2_with_one_line(tmp_path, clip, tiny_weig
 
 
 # ------------------------------------------------------------------ training and evaluation
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not (DATA / "ecssd").is_dir(), reason="no shared datasets")
+needs_data = pytest.mark.skipif(bool(missing(DAVIS, ECSSD)), reason=missing(DAVIS, ECSSD))
 
 
 @needs_data
@@ -291,8 +291,8 @@ def test_train_prompts_writes_the_student_with_a_head_and_its_record(tiny_weight
 
     out = tmp_path / "with_head.pt"
     assert train_main(["--out", str(out), "--weights", str(tiny_weights[0]),
-                       "--set", f"davis_root={DATA / 'davis2016-train-240p'}",
-                       "--set", f"ecssd_root={DATA / 'ecssd'}", "--set", "fold=0",
+                       "--set", f"davis_root={DAVIS}",
+                       "--set", f"ecssd_root={ECSSD}", "--set", "fold=0",
                        "--set", "ecssd_images=2", "--set", "davis_frame_step=1000",
                        "--set", "steps=2", "--set", "batch_size=2", "--set", "threads=1",
                        "--set", f"cache_dir={tmp_path / 'cache'}"]) == 0
@@ -326,8 +326,8 @@ def test_overlap_composite_holds_two_objects_with_overlapping_boxes():
     from defvos_core.data.sequences import read_davis
     from defvos_core.evaluation.composites import overlap_composite
 
-    sequence = read_davis(DATA / "davis2016-train-240p", "train", "240p", ["bear"])[0]
-    clip = overlap_composite(sequence, read_static_images(DATA / "ecssd")[4])
+    sequence = read_davis(DAVIS, "train", "240p", ["bear"])[0]
+    clip = overlap_composite(sequence, read_static_images(ECSSD)[4])
     assert len(clip.frames) == len(sequence) == len(clip.labels)
     first = clip.labels[0]
     assert set(np.unique(first)) == {0, 1, 2}

@@ -1,7 +1,7 @@
 """Static-image pretraining: warps, synthetic clips, their dataset, the folds, the static stage.
 
 Synthetic inputs with unique colours check that labels follow the pixels; the dataset and
-the trainer run on the real ECSSD stills and DAVIS-240p sequences of `<repo>/../shared/data`.
+the trainer run on the real ECSSD stills and DAVIS-240p sequences (`data_paths`).
 """
 
 from __future__ import annotations
@@ -25,15 +25,12 @@ from defvos_core.model.checkpoint import load_model, save_weights, weights_meta
 from defvos_core.model.vos_model import VOSModel
 from defvos_core.training.config import load_train_config
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-DAVIS = DATA / "davis2016-train-240p"
-ECSSD = DATA / "ecssd"
+from data_paths import DATA, DAVIS, ECSSD, REPO, missing
+
 TINY_STATIC = REPO / "config" / "training" / "tiny_cpu_static.yaml"
 TINY_TEACHER = REPO / "config" / "training" / "tiny_cpu_teacher.yaml"
 TINY_STUDENT = REPO / "config" / "training" / "tiny_cpu_student.yaml"
-needs_data = pytest.mark.skipif(not (DAVIS.is_dir() and ECSSD.is_dir()),
-                                reason=f"{DAVIS} or {ECSSD} not available")
+needs_data = pytest.mark.skipif(bool(missing(DAVIS, ECSSD)), reason=missing(DAVIS, ECSSD))
 
 COLOURS = np.array([(255, 0, 255), (0, 255, 255), (255, 255, 0)], np.uint8)  # object colours
 QUIET = dict(blur_probability=0.0, object_jitter_probability=0.0, occluder_probability=0.0,

@@ -1,7 +1,7 @@
 """Training: clip unroll, both stages, loss terms, resume after a kill, DDP, evaluation CLI.
 
 Everything runs on CPU with tiny models (embed_dim 32, 1 layer, random encoders) on real
-DAVIS-240p clips cropped to 64x64; the data folder is `<repo>/../shared/data/...`.
+DAVIS-240p clips cropped to 64x64; the data folder is found by `data_paths`.
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ from defvos_core.training.schedule import lr_factor
 from defvos_core.training.unroll import (labels_to_soft_mask, masked_probabilities,
                                          unroll_clip)
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "davis2016-train-240p"
+from data_paths import DAVIS as DATA, REPO, missing
 TINY_TEACHER = REPO / "config" / "training" / "tiny_cpu_teacher.yaml"
 TINY_STUDENT = REPO / "config" / "training" / "tiny_cpu_student.yaml"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not available")
+needs_data = pytest.mark.skipif(bool(missing(DATA)), reason=missing(DATA))
 CHILD_ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1",
              "PYTHONUNBUFFERED": "1"}
 
