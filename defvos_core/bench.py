@@ -1,7 +1,7 @@
 """Speed and memory benchmark of the tracker (prints figures; never asserts on time).
 
     python -m defvos_core.bench [--weights W] [--device cpu|cuda] [--backend torch|onnxruntime]
-        [--sizes 240,480] [--objects 1,5,10] [--frames 100] [--long 1000] [--fp16] [--profile]
+        [--sizes 240,480] [--objects 1,5,10] [--frames 100] [--long 1000] [--fp16 | --bf16] [--profile]
         [--cuda-graphs] [--slots-per-bank 1]
 
 For each processing size and object count: median ms/frame over `--frames` frames after a
@@ -57,6 +57,17 @@ def multi_object_seed(seed: np.ndarray, objects: int) -> np.ndarray:
     return labels
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} CPU"
+
+
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -83,7 +94,7 @@ def peak_memory_mb(device: str) -> tuple[float, str]:
 def bench_one(args: argparse.Namespace, short_side: int, objects: int) -> dict:
     providers = args.providers.split(",") if args.providers else []
     config = TrackerConfig(size=short_side, backend=args.backend, device=args.device,
-                           fp16=args.fp16, cuda_graphs=args.cuda_graphs,
+                           fp16=args.fp16, bf16=args.bf16, cuda_graphs=args.cuda_graphs,
                            slots_per_bank=args.slots_per_bank,
                            onnx=OnnxConfig(providers=providers))
     tracker = build_tracker(args.weights, config)
@@ -126,7 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     parser.add_argument("--providers", default=None, help="onnxruntime providers, comma list")
-    parser.add_argument("--fp16", action="store_true")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="half precision (CUDA)")
+    precision.add_argument("--bf16", action="store_true",
+                           help="bfloat16 (torch: CPUs with native bf16, or CUDA)")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="torch on CUDA: replay the per-frame calls as CUDA graphs")
     parser.add_argument("--slots-per-bank", type=int, default=TrackerConfig.slots_per_bank,
@@ -147,10 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(c) for c in args.objects.split(",")]
     device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
-                   else f"{platform.processor() or platform.machine()} CPU, "
-                        f"{torch.get_num_threads()} threads")
+                   else f"{cpu_name()}, {torch.get_num_threads()} threads")
     print(f"defvos bench: backend={args.backend} device={args.device} ({device_name}) "
-          f"fp16={args.fp16} cuda_graphs={args.cuda_graphs} "
+          f"fp16={args.fp16} bf16={args.bf16} cuda_graphs={args.cuda_graphs} "
           f"slots_per_bank={args.slots_per_bank} torch={torch.__version__}")
     print(f"median over {args.frames} frames after {args.warmup} warm-up; 'late' = after "
           f"{args.long} frames")

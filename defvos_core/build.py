@@ -31,7 +31,8 @@ def build_backend(weights: str | Path | None = None, config: TrackerConfig | Non
     if config.backend == "torch":
         if runtime_objects:
             raise ValueError(f"the torch backend takes no {sorted(runtime_objects)}")
-        return TorchBackend(load_model(path), config.device, config.fp16, config.cuda_graphs)
+        return TorchBackend(load_model(path), config.device, config.fp16, config.cuda_graphs,
+                            config.bf16)
     if config.backend == "onnxruntime":
         from defvos_core.onnx.runtime import OnnxBackend
 

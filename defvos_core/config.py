@@ -134,6 +134,10 @@ class TrackerConfig:
     backend: str = "torch"  # torch | onnxruntime
     device: str = "cpu"  # torch device (the onnxruntime backend runs where its providers do)
     fp16: bool = False  # half precision (CUDA; onnxruntime: fp16 graphs)
+    # bfloat16 weights, activations and memory with the torch backend: for CPUs with native
+    # bf16 (AVX512-BF16 / AMX; elsewhere it is emulated and slower) and CUDA. Off by default:
+    # outputs differ slightly from float32 (README, Results: accuracy and speed of each).
+    bf16: bool = False
     cuda_graphs: bool = False  # torch on CUDA: replay per-frame calls as CUDA graphs
     # ID slots used in each identity bank (at most the model's `max_objects`; 0 = all of
     # them); more objects open more banks, whose logits are merged, and each bank costs a
@@ -156,6 +160,10 @@ class TrackerConfig:
         if self.max_aspect_ratio < 1:
             raise ValueError(f"max_aspect_ratio is long side / short side, so >= 1; got "
                              f"{self.max_aspect_ratio}")
+        if self.fp16 and self.bf16:
+            raise ValueError("fp16 and bf16 are exclusive: choose one precision")
+        if self.bf16 and self.backend != "torch":
+            raise ValueError(f"bf16 runs with the torch backend only, not {self.backend!r}")
         if self.slots_per_bank < 0:
             raise ValueError(f"slots_per_bank must be >= 0 (0 = all the model's ID slots), got "
                              f"{self.slots_per_bank}")

@@ -34,6 +34,7 @@ TRACKER_PARAMETERS: dict[str, str] = {
     'device': 'device',
     'providers': 'onnx.providers',
     'fp16': 'fp16',
+    'bf16': 'bf16',
     'size': 'size',
     'mem_every': 'mem_every',
     'max_memory_frames': 'max_memory_frames',
@@ -205,6 +206,8 @@ SPECS: dict[str, _Spec] = {
                        "['CUDAExecutionProvider', 'CPUExecutionProvider']; empty = the "
                        "backend's default. Ignored by the torch backend."),
     'fp16': _Spec('Half precision inference (CUDA only).'),
+    'bf16': _Spec('bfloat16 inference with the torch backend: for CPUs with native bf16 '
+                  '(AVX512-BF16 / AMX; emulated and slower elsewhere) or CUDA. Not with fp16.'),
     'size': _Spec('Short side (pixels) frames are resized to for inference; 0 = input '
                   'resolution. Masks are always published at the input resolution.',
                   int_range=(0, 4096)),

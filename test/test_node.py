@@ -326,6 +326,8 @@ def test_invalid_parameters_fail_start_up(ros):
         start_node(ros, 'bad_backend', backend='tensorrt')
     with pytest.raises(StartupError, match='out of range'):
         start_node(ros, 'bad_size', size=100000)
+    with pytest.raises(StartupError, match='exclusive'):
+        start_node(ros, 'two_precisions', fp16=True, bf16=True)
 
 
 # ------------------------------------------------------------------ real time, overlay

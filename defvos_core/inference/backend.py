@@ -35,12 +35,12 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """Runs a `VOSModel` with PyTorch (CPU or CUDA, optional fp16 on CUDA)."""
+    """Runs a `VOSModel` with PyTorch (CPU or CUDA; optional fp16 on CUDA, bf16 anywhere)."""
 
     name = "torch"
 
     def __init__(self, model: VOSModel, device: str | torch.device = "cpu",
-                 fp16: bool = False, cuda_graphs: bool = False) -> None:
+                 fp16: bool = False, cuda_graphs: bool = False, bf16: bool = False) -> None:
         """Wrap a private, inference-ready copy of `model`.
 
         cuda_graphs: replay the per-frame calls as CUDA graphs once their shapes are static
@@ -49,7 +49,9 @@ class TorchBackend:
         self.device = torch.device(device)
         if fp16 and self.device.type != "cuda":
             raise ValueError("fp16 needs a CUDA device")
-        self.dtype = torch.float16 if fp16 else torch.float32
+        if fp16 and bf16:
+            raise ValueError("fp16 and bf16 are exclusive: choose one precision")
+        self.dtype = torch.float16 if fp16 else torch.bfloat16 if bf16 else torch.float32
         # A private copy with BatchNorm folded into the encoder's convs: same outputs, fewer ops.
         model = copy.deepcopy(model).eval()
         model.encoder.fuse_batchnorm()

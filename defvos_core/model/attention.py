@@ -74,8 +74,13 @@ class DeformableSampler(nn.Module):
         points = points.expand(batch, *points.shape[1:])
         grid = points.unsqueeze(1).expand(batch, frames, *points.shape[1:])
         grid = grid.reshape(batch * frames, *points.shape[1:])
-        sampled = F.grid_sample(maps.reshape(batch * frames, channels, height, width), grid,
-                                mode="bilinear", padding_mode="border", align_corners=False)
+        maps = maps.reshape(batch * frames, channels, height, width)
+        if maps.dtype == torch.bfloat16 and not maps.is_cuda:  # CPU bf16 kernel: 3x slower
+            sampled = F.grid_sample(maps.float(), grid.float(), mode="bilinear",
+                                    padding_mode="border", align_corners=False).to(maps.dtype)
+        else:
+            sampled = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border",
+                                    align_corners=False)
         sampled = sampled.reshape(batch, frames, channels, -1)  # (B, T, C, G)
         return sampled.permute(0, 1, 3, 2).reshape(batch, -1, channels)  # (B, T*G, C)
 
