@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from defvos_core.config import PresenceConfig
+from defvos_core.config import PresenceConfig, TrackerConfig
+from defvos_core.config_io import load_config
 from defvos_core.data.roots import DATA_ENV, DAVIS_NAME
 
 
@@ -24,3 +25,15 @@ def add_presence_argument(parser: argparse.ArgumentParser) -> None:
                         default=PresenceConfig.confidence_drop,
                         help="the tracker's presence rule: absent when the score drops this "
                         "far below its recent median (0 = off; TrackerConfig.presence)")
+
+
+def add_tracker_argument(parser: argparse.ArgumentParser) -> None:
+    """Add --tracker KEY=VALUE (repeatable): any `TrackerConfig` field, e.g. bf16=true."""
+    parser.add_argument("--tracker", action="append", default=[], metavar="KEY=VALUE",
+                        help="tracker setting, e.g. size=360 mem_every=3 bf16=true "
+                        "(repeatable; any TrackerConfig field, dotted for nested ones)")
+
+
+def tracker_config(overrides: list[str], base: TrackerConfig | None = None) -> TrackerConfig:
+    """`base` (default TrackerConfig()) with --tracker overrides; ValueError if one is bad."""
+    return load_config(TrackerConfig, None, overrides, base)

@@ -30,6 +30,8 @@ from typing import Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as python -m defvos_core.train
 
+from defvos_core.cli_args import add_tracker_argument
+
 PROG = "python -m defvos_core.crossval"
 
 
@@ -62,8 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     scoring = parser.add_argument_group("--evaluate")
     scoring.add_argument("--stage", default=None,
                          help="stage whose weights are scored (default: the recipe's last)")
-    scoring.add_argument("--tracker", action="append", default=[], metavar="KEY=VALUE",
-                         help="tracker setting, e.g. size=360 mem_every=3 (repeatable)")
+    add_tracker_argument(scoring)
     scoring.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     scoring.add_argument("--threads", type=int, default=0,
                          help="torch CPU threads (default: torch's)")

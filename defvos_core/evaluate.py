@@ -12,12 +12,14 @@ Or run a model and score it (semi-supervised: each sequence is seeded with its f
 ground-truth mask and tracked by `defvos_core.evaluation.tracking.score_sequences`):
 
     python -m defvos_core.evaluate --weights W [--data DIR] [--split val|train|FILE]
-        [--sequences a,b] [--size 240] [--backend torch] [--out PRED_DIR] [--plot out.png]
+        [--sequences a,b] [--size 240] [--backend torch] [--tracker KEY=VALUE ...]
+        [--offsets] [--out PRED_DIR] [--plot out.png]
 
 `--split val` is the held-out list `defvos_core.data.splits.HOLDOUT_SEQUENCES`; `train` is
 the rest of `ImageSets/train.txt`; anything else is an ImageSets-style file (path, or a name
 under `DIR/ImageSets/`). With `--out` the predicted PNGs are written there and scored from
-the folder (the same path as `--pred/--gt`).
+the folder (the same path as `--pred/--gt`). `--offsets` also prints how far the trained
+deformable offsets move the sampled points (`defvos_core.evaluation.offsets`).
 
 Prints the per-sequence and overall table; exit code 0 on success, 2 on bad input.
 """
@@ -27,9 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
+from defvos_core.cli_args import add_tracker_argument, tracker_config
 from defvos_core.config import BACKENDS, TrackerConfig
 from defvos_core.data.roots import DATA_ENV, DAVIS_NAME
 from defvos_core.evaluation.folders import evaluate_folders
@@ -71,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--backend", default=TrackerConfig.backend, choices=BACKENDS)
     model.add_argument("--device", default=TrackerConfig.device,
                        help=f"torch device (default: {TrackerConfig.device})")
+    add_tracker_argument(model)
+    model.add_argument("--offsets", action="store_true",
+                       help="also print how far the deformable offsets move the sampled "
+                       "points (torch backend)")
     model.add_argument("--max-frames", type=int, default=0,
                        help="use only the first N frames of each sequence (0 = all)")
     outputs = parser.add_argument_group("outputs")
@@ -108,6 +116,7 @@ def run_model(args: argparse.Namespace) -> dict:
     from defvos_core.build import build_tracker
     from defvos_core.data.roots import default_davis_root
     from defvos_core.data.splits import read_named_sequences, resolve_split
+    from defvos_core.evaluation.offsets import format_offsets, offset_statistics, record_offsets
     from defvos_core.evaluation.tracking import score_sequences
 
     root = args.data if args.data is not None else default_davis_root()
@@ -122,12 +131,19 @@ def run_model(args: argparse.Namespace) -> dict:
             names = [name for name in names if name in args.sequences]
         sequences = read_named_sequences(root, names, args.resolution)
         weights = None if args.weights == "default" else args.weights
-        tracker = build_tracker(weights, TrackerConfig(size=args.size or None,
-                                                       backend=args.backend, device=args.device))
+        config = tracker_config(args.tracker, TrackerConfig(
+            size=args.size or None, backend=args.backend, device=args.device))
+        tracker = build_tracker(weights, config)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
-    results = score_sequences(tracker, sequences, args.max_frames, args.out,
-                              log=lambda text: print(text, file=sys.stderr))
+    if args.offsets and not hasattr(tracker.backend, "model"):
+        raise UsageError("--offsets needs the torch backend")
+    with record_offsets(tracker.backend.model) if args.offsets else nullcontext() as records:
+        results = score_sequences(tracker, sequences, args.max_frames, args.out,
+                                  log=lambda text: print(text, file=sys.stderr))
+    if records is not None:
+        print(format_offsets(offset_statistics(records, tracker.backend.model_config
+                                               .offset_range)))
     if args.out is not None:
         gt_root = Path(root) / "Annotations" / args.resolution
         if args.max_frames <= 0:

@@ -2,7 +2,8 @@
 
     python -m defvos_core.evaluate_multi [--weights W] [--data DIR] [--split val]
         [--objects 2,3,5] [--slots-per-bank 10,3] [--clips N] [--max-frames 40]
-        [--size 240] [--backend torch] [--presence-drop 0.06] [--threads N] [--json out.json]
+        [--size 240] [--backend torch] [--presence-drop 0.06] [--tracker KEY=VALUE ...]
+        [--threads N] [--json out.json]
 
 Composites clips of K objects from the split's sequences, tracks them with each
 `slots_per_bank` value, and prints J&F with all objects tracked together (multi), each
@@ -21,7 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from defvos_core.cli_args import add_presence_argument, add_sequence_arguments
+from defvos_core.cli_args import (add_presence_argument, add_sequence_arguments,
+                                  add_tracker_argument, tracker_config)
 from defvos_core.config import BACKENDS, PresenceConfig, TrackerConfig
 
 PROG = "python -m defvos_core.evaluate_multi"
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default=TrackerConfig.backend, choices=BACKENDS)
     parser.add_argument("--device", default=TrackerConfig.device, help="torch device")
     add_presence_argument(parser)
+    add_tracker_argument(parser)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default 0: torch's own choice)")
     parser.add_argument("--no-single", action="store_true",
@@ -86,9 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     root = args.data or default_davis_root()
     try:
-        config = TrackerConfig(size=args.size or None, backend=args.backend,
-                               device=args.device,
-                               presence=PresenceConfig(confidence_drop=args.presence_drop))
+        config = tracker_config(args.tracker, TrackerConfig(
+            size=args.size or None, backend=args.backend, device=args.device,
+            presence=PresenceConfig(confidence_drop=args.presence_drop)))
         slots = args.slots_per_bank or [config.slots_per_bank]
         for value in slots:
             TrackerConfig(slots_per_bank=value)  # checks the value

@@ -207,3 +207,25 @@ def test_attention_weights_rows_sum_to_one(heads):
     weights = attention_weights(torch.randn(2, 7, 8), torch.randn(2, 9, 8), heads)
     assert weights.shape == (2, heads, 7, 9)
     assert torch.allclose(weights.sum(-1), torch.ones(2, heads, 7), atol=1e-6)
+
+
+def test_recorded_offsets_measure_a_known_shift_and_zero_when_untrained():
+    from defvos_core.config import student_config
+    from defvos_core.evaluation.offsets import offset_statistics, record_offsets
+    from defvos_core.model.vos_model import VOSModel
+
+    model = VOSModel(student_config(pretrained_encoder=False, embed_dim=16, decoder_dim=16,
+                                    sample_grid=(2, 4), offset_range=2.0)).eval()
+    sampler = model.propagation.layers[0].sampler
+    query = torch.randn(1, 16, 6, 12)  # 6 x 12 features: a grid cell is 3 feature cells
+    with torch.no_grad(), record_offsets(model) as records:
+        sampler.sample_points(query)  # untrained: offsets start at zero
+        sampler.offset_net[-1].bias.copy_(torch.tensor([math.atanh(0.5), 0.0]))
+        sampler.sample_points(query)  # tanh(atanh(0.5)) * 2 = one cell along x everywhere
+    zero, shifted = (offset_statistics([[r]], 2.0)[0] for r in records[0])
+    assert zero.mean_cells == 0.0 and zero.moved_fraction == 0.0 and zero.points == 8
+    assert shifted.mean_cells == pytest.approx(1.0, abs=1e-5)
+    assert shifted.max_cells == pytest.approx(1.0, abs=1e-5)
+    assert shifted.mean_features == pytest.approx(3.0, abs=1e-4)
+    assert shifted.moved_fraction == 1.0
+    assert "sample_points" not in vars(sampler)  # the recorder is gone after the block
