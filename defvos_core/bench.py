@@ -13,7 +13,6 @@ Frames are the shipped sample clip (looped), resized so the short side is the si
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import statistics
 import sys
@@ -30,6 +29,7 @@ from defvos_core.data.masks import read_label_map
 from defvos_core.data.video_io import iter_video_frames
 from defvos_core.inference.preprocess import resize_labels
 from defvos_core.inference.tracker import Tracker
+from defvos_core.training.provenance import cpu_name
 
 SAMPLE = Path(__file__).resolve().parent / "assets" / "sample" / "bear"
 
@@ -55,17 +55,6 @@ def multi_object_seed(seed: np.ndarray, objects: int) -> np.ndarray:
         left = (k - 2) * (width // max(1, objects - 1))
         labels[: height // 6, left: left + box] = k
     return labels
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), else the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} CPU"
 
 
 def synchronize(device: str) -> None:

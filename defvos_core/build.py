@@ -19,20 +19,24 @@ from defvos_core.model.checkpoint import load_model, read_model_config, resolve_
 
 
 def build_backend(weights: str | Path | None = None, config: TrackerConfig | None = None,
+                  model_overrides: dict[str, Any] | None = None,
                   **runtime_objects: Any) -> Backend:
     """Return the backend `config.backend` names, over `weights` (None: the shipped student).
 
-    runtime_objects: objects that are not settings, passed to the backend as they are
-    (onnxruntime: `session_options`). Raises FileNotFoundError / ValueError naming the
-    weights file or the setting at fault.
+    model_overrides: other values of the weights' parameter-free model settings
+    (`load_model`; torch backend). runtime_objects: objects that are not settings, passed to
+    the backend as they are (onnxruntime: `session_options`). Raises FileNotFoundError /
+    ValueError naming the weights file or the setting at fault.
     """
     config = config or TrackerConfig()
     path = resolve_weights(weights)
+    if model_overrides and config.backend != "torch":
+        raise ValueError("model overrides run with the torch backend only")
     if config.backend == "torch":
         if runtime_objects:
             raise ValueError(f"the torch backend takes no {sorted(runtime_objects)}")
-        return TorchBackend(load_model(path), config.device, config.fp16, config.cuda_graphs,
-                            config.bf16)
+        return TorchBackend(load_model(path, overrides=model_overrides), config.device,
+                            config.fp16, config.cuda_graphs, config.bf16)
     if config.backend == "onnxruntime":
         from defvos_core.onnx.runtime import OnnxBackend
 
@@ -41,7 +45,8 @@ def build_backend(weights: str | Path | None = None, config: TrackerConfig | Non
 
 
 def build_tracker(weights: str | Path | None = None, config: TrackerConfig | None = None,
+                  model_overrides: dict[str, Any] | None = None,
                   **runtime_objects: Any) -> Tracker:
-    """Return a ready tracker: `build_backend(weights, config)` + its bounded memory."""
+    """Return a ready tracker: `build_backend(weights, config, ...)` + its bounded memory."""
     config = config or TrackerConfig()
-    return Tracker(build_backend(weights, config, **runtime_objects), config)
+    return Tracker(build_backend(weights, config, model_overrides, **runtime_objects), config)

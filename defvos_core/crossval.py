@@ -4,7 +4,8 @@
     python -m defvos_core.crossval --config C [--stage-configs A,B] [--set k=v ...]
         [--folds 0,1,2,3,4] [--parallel N] [--final] [--smoke] [--data DIR] --out DIR [--resume]
     python -m defvos_core.crossval --evaluate DIR [--stage teacher] [--tracker size=360 ...]
-        [--folds ...] [--device cpu] [--max-frames N] [--json FILE]
+        [--sweep config/inference_sweep.yaml] [--folds ...] [--device cpu] [--max-frames N]
+        [--json FILE]
 
 Training (`defvos_core.training.crossval.run_crossval`): each fold trains the recipe's
 stages on its 24 sequences, chained within the fold (`--stage-configs static.yaml,
@@ -14,7 +15,11 @@ foldK/<stage>.pt (+ .json), crossval.json and crossval.md. `--final` trains the 
 on all 30 sequences (DIR/final/). Training logs: DIR/foldK/log.txt. `--smoke`: the tiny
 CPU configs, 2 steps, 2 folds.
 `--evaluate DIR`: every fold's own weights re-scored with tracker overrides; prints and
-writes mean ± std of J&F and ms/frame (DIR/evaluate_<stage>_<overrides>.json unless --json).
+writes mean ± std of J&F and ms/frame (DIR/evaluate_<stage>_<overrides>.json unless --json);
+"model.<field>" overrides run the weights with other parameter-free model settings (keys per
+memory frame, offset range, short-term window). With `--sweep FILE` every row of the file
+is scored that way and tabled (DIR/sweep_<stage>_<file>.json and .md;
+`defvos_core.training.sweep`).
 Exit code 0 on success, 1 when a fold failed, 2 on bad input.
 """
 
@@ -65,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--stage", default=None,
                          help="stage whose weights are scored (default: the recipe's last)")
     add_tracker_argument(scoring)
+    scoring.add_argument("--sweep", type=Path, default=None, metavar="FILE",
+                         help="score every setting of a sweep file instead (e.g. "
+                         "config/inference_sweep.yaml; --tracker applies to every row)")
     scoring.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     scoring.add_argument("--threads", type=int, default=0,
                          help="torch CPU threads (default: torch's)")
@@ -131,6 +139,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.sweep is not None:
+        return _sweep(args, directory, stage, folds)
     report = evaluate_folds(directory, stage, folds, args.tracker, args.device,
                             args.max_frames, args.data)
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(args.tracker)) or "default"
@@ -140,6 +150,22 @@ def _evaluate(args: argparse.Namespace) -> int:
         std = "n/a" if stats["std"] is None else f"{stats['std']:.4f}"
         print(f"{name}: {stats['mean']:.4f} ± {std} over folds {folds}")
     print(f"report: {path}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace, directory: Path, stage: str, folds: list[int]) -> int:
+    from defvos_core.training.sweep import read_sweep, sweep_folds, sweep_table
+
+    rows = read_sweep(args.sweep)
+    report = sweep_folds(directory, stage, folds, rows, args.tracker, args.device,
+                         args.max_frames, args.data,
+                         log=lambda text: print(text, file=sys.stderr, flush=True))
+    path = args.json or directory / f"sweep_{stage}_{args.sweep.stem}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    table = sweep_table(report)
+    path.with_suffix(".md").write_text(table)
+    print(table, end="")
+    print(f"report: {path} (+ .md)")
     return 0
 
 

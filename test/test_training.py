@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from defvos_core.config import ModelConfig
+from defvos_core.config import ModelConfig, TrackerConfig
 from defvos_core.config_io import to_dict
 from defvos_core.data.splits import HOLDOUT_SEQUENCES, resolve_split
 from defvos_core.model.checkpoint import load_model, save_weights, weights_meta
@@ -610,6 +610,49 @@ def test_crossval_evaluate_mode_scores_each_fold_with_its_own_weights(crossval_r
     values = [record["J&F"] for record in scored["folds"]]
     assert scored["summary"]["J&F"]["mean"] == pytest.approx(np.mean(values))
     assert main(["--evaluate", str(out), "--stage", "nope", "--folds", "0"]) == 2
+
+
+def test_crossval_sweep_scores_every_setting_on_every_fold(crossval_run, tmp_path):
+    from defvos_core.crossval import main
+
+    out, _ = crossval_run
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text('settings:\n  - ""\n  - mem_every=1 max_memory_frames=2\n'
+                     '  - model.sample_grid=[1,2]\n  - model.offset_range=0\n')
+    path = tmp_path / "sweep.json"
+    code = main(["--evaluate", str(out), "--data", str(DATA.parent), "--sweep", str(sweep),
+                 "--tracker", "size=64", "--max-frames", "3", "--json", str(path)])
+    assert code == 0
+    report = json.loads(path.read_text())
+    assert [row["setting"] for row in report["rows"]] == [
+        [], ["mem_every=1", "max_memory_frames=2"], ["model.sample_grid=[1,2]"],
+        ["model.offset_range=0"]]
+    assert report["base"] == ["size=64"] and report["folds"] == [0, 1]
+    for row in report["rows"]:
+        values = [fold["J&F"] for fold in row["folds"]]
+        assert row["summary"]["J&F"]["mean"] == pytest.approx(np.mean(values))
+    table = path.with_suffix(".md").read_text()
+    assert "| defaults | " in table and "| model.sample_grid=[1,2] | " in table
+    assert "+0.000 |" in table.splitlines()[4]  # the reference row against itself
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("settings:\n  - model.embed_dim=8\n")
+    assert main(["--evaluate", str(out), "--data", str(DATA.parent), "--sweep", str(bad),
+                 "--max-frames", "2"]) == 2  # a setting that would not fit the weights
+
+
+def test_model_overrides_change_only_parameter_free_settings(teacher_weights):
+    from defvos_core.build import build_tracker
+    from defvos_core.model.checkpoint import load_model
+
+    model = load_model(teacher_weights, overrides={"sample_grid": [2, 3],
+                                                   "short_term_radius": 1})
+    layer = model.propagation.layers[0]
+    assert layer.sampler.sample_grid == (2, 3) and layer.radius == 1
+    with pytest.raises(ValueError, match="embed_dim"):
+        load_model(teacher_weights, overrides={"embed_dim": 8})
+    with pytest.raises(ValueError, match="torch backend only"):
+        build_tracker(teacher_weights, TrackerConfig(backend="onnxruntime"),
+                      {"sample_grid": [2, 3]})
 
 
 def test_provenance_problems_name_what_is_inconsistent(teacher_weights):

@@ -79,10 +79,26 @@ def read_model_config(path: str | Path) -> ModelConfig:
     return from_dict(ModelConfig, read_weights(path)["model_config"], f"{path}: model_config")
 
 
-def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> VOSModel:
-    """Build the model a weights file describes and load its (float32) weights."""
+#: ModelConfig fields that shape no parameter: a weights file can run with other values
+#: (`load_model(..., overrides=)`), e.g. to compare them by cross-validation.
+INFERENCE_MODEL_FIELDS = ("sample_grid", "offset_range", "short_term_radius")
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu",
+               overrides: dict[str, Any] | None = None) -> VOSModel:
+    """Build the model a weights file describes and load its (float32) weights.
+
+    overrides: new values of `INFERENCE_MODEL_FIELDS` (others are refused: they would not
+    fit the weights).
+    """
     payload = read_weights(resolve_weights(path))
-    config = from_dict(ModelConfig, payload["model_config"])
+    values = dict(payload["model_config"])
+    for key, value in (overrides or {}).items():
+        if key not in INFERENCE_MODEL_FIELDS:
+            raise ValueError(f"model override {key!r}: only {INFERENCE_MODEL_FIELDS} can differ "
+                             f"from the weights' own")
+        values[key] = value
+    config = from_dict(ModelConfig, values, f"{path}: model_config")
     config.pretrained_encoder = False
     model = VOSModel(config)
     state = {key: value.float() if value.is_floating_point() else value

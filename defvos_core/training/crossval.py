@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from defvos_core.config import TrackerConfig
-from defvos_core.config_io import from_dict, load_config, to_dict
+from defvos_core.config_io import from_dict, load_config, parse_overrides, to_dict
 from defvos_core.data.folds import fold_split
 from defvos_core.data.roots import DAVIS_NAME, ECSSD_NAME
 from defvos_core.training.config import TrainConfig, load_train_config
@@ -111,17 +111,20 @@ def train_command(stage: StageSpec, overrides: list[str]) -> str:
 
 
 def score_weights(weights: Path, root: Path, names: list[str], tracker_config: TrackerConfig,
-                  max_frames: int = 0, resolution: str = "240p") -> dict[str, Any]:
+                  max_frames: int = 0, resolution: str = "240p",
+                  model_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score a weights file on DAVIS-layout sequences; J&F, J, F, per sequence and ms/frame.
 
     ms/frame times the tracker's calls only (seeding included), not reading or scoring.
+    model_overrides: parameter-free model settings run instead of the weights' own
+    (`defvos_core.model.checkpoint.load_model`).
     """
     from defvos_core.build import build_tracker
     from defvos_core.data.splits import read_named_sequences
     from defvos_core.evaluation.metrics import summarize
     from defvos_core.evaluation.tracking import score_sequences
 
-    tracker = _TimedTracker(build_tracker(weights, tracker_config))
+    tracker = _TimedTracker(build_tracker(weights, tracker_config, model_overrides))
     started = time.perf_counter()
     sequences = read_named_sequences(root, names, resolution)
     results = score_sequences(tracker, sequences, max_frames)  # type: ignore[arg-type]
@@ -132,7 +135,8 @@ def score_weights(weights: Path, root: Path, names: list[str], tracker_config: T
             "frames": len(times), "ms_per_frame": 1000 * statistics.fmean(times),
             "ms_per_frame_median": 1000 * statistics.median(times),
             "eval_seconds": round(time.perf_counter() - started, 1),
-            "tracker": to_dict(tracker_config), "max_frames": max_frames}
+            "tracker": to_dict(tracker_config), "model_overrides": model_overrides or {},
+            "max_frames": max_frames}
 
 
 class _TimedTracker:
@@ -366,19 +370,27 @@ def run_crossval(recipe: Recipe, options: CrossvalOptions) -> dict[str, Any]:
     return report
 
 
+MODEL_PREFIX = "model."  # an evaluate_folds override of the weights' model settings
+
 def evaluate_folds(directory: Path, stage: str, folds: list[int],
                    tracker_overrides: list[str], device: str = "cpu", max_frames: int = 0,
                    data: Path | None = None) -> dict[str, Any]:
     """Score each fold's own weights (DIR/foldK/<stage>.pt) on its validation videos.
 
-    `tracker_overrides` (e.g. ["size=360", "mem_every=3"]) set the tracker; the report
-    holds per-fold J&F and ms/frame and their mean and sample std over the folds.
+    `tracker_overrides` (e.g. ["size=360", "mem_every=3"]) set the tracker, and those named
+    "model.<field>" (e.g. "model.sample_grid=[4,8]") the weights' parameter-free model
+    settings; the report holds per-fold J&F and ms/frame and their mean and sample std over
+    the folds.
     """
     from defvos_core.data.roots import default_davis_root
     from defvos_core.model.checkpoint import weights_meta
 
     root = data / DAVIS_NAME if data is not None else default_davis_root()
-    tracker_config = load_config(TrackerConfig, None, tracker_overrides,
+    model_overrides = parse_overrides([item[len(MODEL_PREFIX):] for item in tracker_overrides
+                                       if item.startswith(MODEL_PREFIX)])
+    tracker_config = load_config(TrackerConfig, None,
+                                 [item for item in tracker_overrides
+                                  if not item.startswith(MODEL_PREFIX)],
                                  TrackerConfig(device=device))
     records = []
     for fold in folds:
@@ -391,7 +403,8 @@ def evaluate_folds(directory: Path, stage: str, folds: list[int],
             raise ValueError(f"{weights}: not fold {fold}'s weights (trained on {leaked}, "
                              f"recorded fold {recorded})")
         LOG.info(f"{fold_name(fold)}: scoring {weights}")
-        scores = score_weights(weights, root, validation, tracker_config, max_frames)
+        scores = score_weights(weights, root, validation, tracker_config, max_frames,
+                               model_overrides=model_overrides)
         records.append({"fold": fold, "weights": str(weights), "sha256": file_sha256(weights),
                         "validation_sequences": validation, **scores})
     summary = {key: fold_statistics([record[key] for record in records])

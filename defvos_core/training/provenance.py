@@ -53,7 +53,8 @@ def set_command_line(command: str) -> None:
     _COMMAND[:] = [command]
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else the machine type."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -69,7 +70,7 @@ def hardware(device: torch.device | str | None = None) -> dict[str, Any]:
     if device.type == "cuda" and torch.cuda.is_available():
         name = torch.cuda.get_device_name(device)
     else:
-        name = _cpu_name()
+        name = cpu_name()
     return {"device": name, "device_type": device.type, "torch": str(torch.__version__),
             "cuda": torch.version.cuda, "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
