@@ -14,7 +14,11 @@
 # runs/gpu_run/<recipe>, <recipe>_smoke with SMOKE); a re-run resumes them. OUT gets at most 8 files of <= 16 MiB:
 # run.log (no progress bars; each fold's training log appended), crossval.json and
 # crossval.md, or for a final recipe final.json and each stage's fp16 weights.
-# Env: PYTHON (default python3), RUNS, SMOKE. Exit code: the crossval's (1: a fold failed).
+# SWEEP=FILE (a cross-validation recipe): then every setting of that inference sweep is
+# scored on the folds' weights of stage SWEEP_STAGE (default: the recipe's last; crossval
+# --evaluate --sweep): OUT/sweep.json + .md.
+# Env: PYTHON (default python3), RUNS, SMOKE, SWEEP, SWEEP_STAGE. Exit code: the crossval's (1: a fold
+# failed), else the sweep's.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
@@ -51,6 +55,18 @@ status=0
 for log in "$RUNS"/*/log.txt; do
     [ -f "$log" ] && { echo "== $log"; cat "$log"; } >> "$OUT/run.log"
 done
+if [ -n "${SWEEP:-}" ] && [ "$status" = 0 ] && [ ! -f "$RUNS/final.json" ]; then
+    DEVICE_ARG=cpu
+    "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+        2> /dev/null && DEVICE_ARG=cuda
+    SWEEP_ARGS=(--evaluate "$RUNS" --data "$DATA" --sweep "$SWEEP" --device "$DEVICE_ARG"
+                --json "$OUT/sweep.json")
+    [ -n "${SWEEP_STAGE:-}" ] && SWEEP_ARGS+=(--stage "$SWEEP_STAGE")
+    [ "${SMOKE:-0}" = 1 ] && SWEEP_ARGS+=(--max-frames 3 --tracker size=64)
+    echo "== sweep: $PYTHON -m defvos_core.crossval ${SWEEP_ARGS[*]}" >> "$OUT/run.log"
+    "$PYTHON" -m defvos_core.crossval "${SWEEP_ARGS[@]}" 2>&1 | tee -a "$OUT/run.log" \
+        || status=$?
+fi
 if [ -f "$RUNS/final.json" ]; then
     cp "$RUNS/final.json" "$OUT/"
     cp "$RUNS"/final/*.pt "$OUT/" 2> /dev/null || true

@@ -690,11 +690,11 @@ def test_recipes_resolve_for_every_fold_and_in_smoke_mode(tmp_path):
 
 # ---------------------------------------------------------------------- GPU script path
 
-def _run_gpu_run(tmp_path: Path, recipe: str, expected: list[str]) -> Path:
+def _run_gpu_run(tmp_path: Path, recipe: str, expected: list[str], **env_extra: str) -> Path:
     """Run SMOKE=1 scripts/gpu_run.sh RECIPE; check it left exactly `expected` in OUT."""
     out = tmp_path / f"out_{recipe}"
     env = {**CHILD_ENV, "SMOKE": "1", "DEFVOS_DATA": str(DATA.parent),
-           "RUNS": str(tmp_path / f"runs_{recipe}"), "PYTHON": sys.executable}
+           "RUNS": str(tmp_path / f"runs_{recipe}"), "PYTHON": sys.executable, **env_extra}
     result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), recipe, str(out)],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -709,7 +709,14 @@ def _run_gpu_run(tmp_path: Path, recipe: str, expected: list[str]) -> Path:
 def test_gpu_run_script_smoke_mode_student_crossval(tmp_path):
     from defvos_core.training.provenance import file_sha256
 
-    out = _run_gpu_run(tmp_path, "student_cv", ["run.log", "crossval.json", "crossval.md"])
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text('settings: ["", "model.offset_range=0"]\n')
+    out = _run_gpu_run(tmp_path, "student_cv", ["run.log", "crossval.json", "crossval.md",
+                                                 "sweep.json", "sweep.md"], SWEEP=str(sweep),
+                       SWEEP_STAGE="distilled")
+    swept = json.loads((out / "sweep.json").read_text())
+    assert swept["stage"] == "distilled" and len(swept["rows"]) == 2
+    assert "| model.offset_range=0 | " in (out / "sweep.md").read_text()
     report = json.loads((out / "crossval.json").read_text())
     assert [record["fold"] for record in report["folds"]] == [0, 1]
     runs = tmp_path / "runs_student_cv"
