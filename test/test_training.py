@@ -640,6 +640,21 @@ def test_crossval_sweep_scores_every_setting_on_every_fold(crossval_run, tmp_pat
                  "--max-frames", "2"]) == 2  # a setting that would not fit the weights
 
 
+def test_the_shipped_sweep_file_is_valid_and_starts_with_the_defaults():
+    from defvos_core.config_io import load_config, parse_overrides
+    from defvos_core.model.checkpoint import INFERENCE_MODEL_FIELDS
+    from defvos_core.training.crossval import MODEL_PREFIX
+    from defvos_core.training.sweep import read_sweep
+
+    rows = read_sweep(REPO / "config" / "inference_sweep.yaml")
+    assert rows[0] == [] and len(rows) == len({tuple(row) for row in rows})
+    for row in rows:
+        load_config(TrackerConfig, None, [o for o in row if not o.startswith(MODEL_PREFIX)])
+        model = parse_overrides([o[len(MODEL_PREFIX):] for o in row
+                                 if o.startswith(MODEL_PREFIX)])
+        assert set(model) <= set(INFERENCE_MODEL_FIELDS), row
+
+
 def test_model_overrides_change_only_parameter_free_settings(teacher_weights):
     from defvos_core.build import build_tracker
     from defvos_core.model.checkpoint import load_model
