@@ -1,8 +1,8 @@
 """Speed and memory benchmark of the tracker (prints figures; never asserts on time).
 
     python -m defvos_core.bench [--weights W] [--device cpu|cuda] [--backend torch|onnxruntime]
-        [--sizes 240,480] [--objects 1,5,10] [--frames 100] [--long 1000] [--fp16 | --bf16] [--profile]
-        [--cuda-graphs] [--slots-per-bank 1]
+        [--sizes 240,480] [--objects 1,5,10] [--frames 100] [--long 1000] [--fp16 | --bf16]
+        [--profile] [--cuda-graphs] [--slots-per-bank 1]
 
 For each processing size and object count: median ms/frame over `--frames` frames after a
 warm-up, the same median once `--long` frames have gone through the memory, peak memory

@@ -33,9 +33,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as python -m defvos_core.train
+from defvos_core.cli_args import add_tracker_argument  # no torch: the variable below still acts
 
-from defvos_core.cli_args import add_tracker_argument
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as python -m defvos_core.train
 
 PROG = "python -m defvos_core.crossval"
 

@@ -24,7 +24,7 @@ from defvos_core.evaluation.metrics import (
     summarize,
 )
 
-from data_paths import DAVIS as DAVIS_240P
+from data_paths import DAVIS as DAVIS_240P, REPO as REPO_ROOT
 REAL_SEQUENCES = ("dog-agility", "rollerblade")  # 13 and 18 frames: the shortest two
 
 

@@ -25,7 +25,7 @@ from defvos_core.model.checkpoint import load_model, save_weights, weights_meta
 from defvos_core.model.vos_model import VOSModel
 from defvos_core.training.config import load_train_config
 
-from data_paths import DATA, DAVIS, ECSSD, REPO, missing
+from data_paths import DAVIS, ECSSD, REPO, missing
 
 TINY_STATIC = REPO / "config" / "training" / "tiny_cpu_static.yaml"
 TINY_TEACHER = REPO / "config" / "training" / "tiny_cpu_teacher.yaml"

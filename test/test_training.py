@@ -726,8 +726,8 @@ def test_gpu_run_script_smoke_mode_student_crossval(tmp_path):
 
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text('settings: ["", "model.offset_range=0"]\n')
-    out = _run_gpu_run(tmp_path, "student_cv", ["run.log", "crossval.json", "crossval.md",
-                                                 "sweep.json", "sweep.md"], SWEEP=str(sweep),
+    expected = ["run.log", "crossval.json", "crossval.md", "sweep.json", "sweep.md"]
+    out = _run_gpu_run(tmp_path, "student_cv", expected, SWEEP=str(sweep),
                        SWEEP_STAGE="distilled")
     swept = json.loads((out / "sweep.json").read_text())
     assert swept["stage"] == "distilled" and len(swept["rows"]) == 2

@@ -372,6 +372,7 @@ def run_crossval(recipe: Recipe, options: CrossvalOptions) -> dict[str, Any]:
 
 MODEL_PREFIX = "model."  # an evaluate_folds override of the weights' model settings
 
+
 def evaluate_folds(directory: Path, stage: str, folds: list[int],
                    tracker_overrides: list[str], device: str = "cpu", max_frames: int = 0,
                    data: Path | None = None) -> dict[str, Any]:

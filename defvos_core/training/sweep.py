@@ -64,9 +64,9 @@ def sweep_folds(directory: Path, stage: str, folds: list[int], rows: list[list[s
 def sweep_table(report: dict[str, Any]) -> str:
     """Markdown table of a sweep report (J&F change against the first row)."""
     reference = report["rows"][0]["summary"]["J&F"]["mean"]
-    lines = [f"folds {report['folds']}, stage {report['stage']}, "
-             f"{'all frames' if not report['max_frames'] else str(report['max_frames']) + ' frames'}"
-             f" per video{', base: ' + ' '.join(report['base']) if report['base'] else ''}; "
+    frames = f"first {report['max_frames']} frames" if report["max_frames"] else "all frames"
+    base = f", base: {' '.join(report['base'])}" if report["base"] else ""
+    lines = [f"folds {report['folds']}, stage {report['stage']}, {frames} of each video{base}; "
              f"{report['hardware'].get('device', '')}",
              "",
              "| setting | J&F mean ± std | Δ J&F | ms/frame |",
