@@ -35,5 +35,5 @@ def add_tracker_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def tracker_config(overrides: list[str], base: TrackerConfig | None = None) -> TrackerConfig:
-    """`base` (default TrackerConfig()) with --tracker overrides; ValueError if one is bad."""
+    """Return `base` (default TrackerConfig()) with --tracker overrides; ValueError if bad."""
     return load_config(TrackerConfig, None, overrides, base)

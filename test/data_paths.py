@@ -20,7 +20,7 @@ ECSSD = DATA / ECSSD_NAME
 
 
 def missing(*folders: Path) -> str:
-    """The skip reason for absent dataset folders ('' when all are there)."""
+    """Return the skip reason for absent dataset folders ('' when all are there)."""
     absent = [str(folder) for folder in folders if not folder.is_dir()]
     return (f"{', '.join(absent)} not available (set ${DATA_ENV} to the folder holding "
             f"{DAVIS_NAME}/ and {ECSSD_NAME}/)" if absent else "")

@@ -37,8 +37,11 @@ class OffsetStats:
 
 @contextmanager
 def record_offsets(model: VOSModel) -> Iterator[list[list[torch.Tensor]]]:
-    """Record each layer's offsets while the block runs: per layer, tensors (P, 2) of
-    (cells, feature cells) lengths, one per `sample_points` call."""
+    """Record each layer's offsets while the block runs.
+
+    Yields per layer a list of (P, 2) tensors of offset lengths (reference-grid cells,
+    stride-16 feature cells), one per `sample_points` call.
+    """
     records: list[list[torch.Tensor]] = [[] for _ in model.propagation.layers]
     samplers = [layer.sampler for layer in model.propagation.layers]
 
@@ -84,7 +87,7 @@ def offset_statistics(records: list[list[torch.Tensor]], offset_range: float
 
 
 def format_offsets(stats: list[OffsetStats]) -> str:
-    """A table of `offset_statistics`."""
+    """Format `offset_statistics` as a table."""
     lines = [f"offsets from the reference grid (bound {stats[0].range_cells:g} cells per axis)"
              if stats else "no offsets recorded",
              f"{'layer':>5} {'points':>8} {'mean':>6} {'p95':>6} {'max':>6} "

@@ -42,7 +42,7 @@ class FPNDecoder(nn.Module):
 
     def _input_conv(self, visual: torch.Tensor, identity: torch.Tensor,
                     tokens: torch.Tensor) -> torch.Tensor:
-        """The input convolution of cat([visual, identity, tokens]) -> (Bi, dim, h, w).
+        """Return the input convolution of cat([visual, identity, tokens]): (Bi, dim, h, w).
 
         A convolution is linear in its input channels, so it is computed as the convolution of
         the visual + encoder channels plus that of the identity channels: in inference the first

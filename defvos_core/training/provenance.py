@@ -54,7 +54,7 @@ def set_command_line(command: str) -> None:
 
 
 def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), else the machine type."""
+    """Return the CPU's model name (/proc/cpuinfo), else the machine type."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -29,7 +29,7 @@ SWEEP_FORMAT = "defvos-inference-sweep-1"
 
 
 def read_sweep(path: Path) -> list[list[str]]:
-    """The rows of a sweep file, each a list of overrides; the first is the reference."""
+    """Return the rows of a sweep file, each a list of overrides; the first is the reference."""
     try:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
