@@ -157,14 +157,18 @@ def _sweep(args: argparse.Namespace, directory: Path, stage: str, folds: list[in
     from defvos_core.training.sweep import read_sweep, sweep_folds, sweep_table
 
     rows = read_sweep(args.sweep)
+    path = args.json or directory / f"sweep_{stage}_{args.sweep.stem}.json"
+
+    def save(report: dict) -> str:  # after each row, so an interrupted sweep keeps its rows
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        table = sweep_table(report)
+        path.with_suffix(".md").write_text(table)
+        return table
+
     report = sweep_folds(directory, stage, folds, rows, args.tracker, args.device,
                          args.max_frames, args.data,
-                         log=lambda text: print(text, file=sys.stderr, flush=True))
-    path = args.json or directory / f"sweep_{stage}_{args.sweep.stem}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    table = sweep_table(report)
-    path.with_suffix(".md").write_text(table)
-    print(table, end="")
+                         log=lambda text: print(text, file=sys.stderr, flush=True), on_row=save)
+    print(save(report), end="")
     print(f"report: {path} (+ .md)")
     return 0
 

@@ -52,3 +52,12 @@ def test_bf16_box_seed_uses_the_prompt_head():
     result = tracker.add_objects(frames[0], boxes={1: box})
     assert iou(result.labels == 1, truths[0] == 1) >= 0.7
     assert iou(tracker.step(frames[1]).labels == 1, truths[1] == 1) >= 0.7
+
+
+def test_bf16_tracker_resizes_frames_of_another_size():
+    frames, truths = sample_clip()
+    tracker = build_tracker(config=TrackerConfig(bf16=True, size=160))  # 240p input, downscaled
+    tracker.add_objects(frames[0], truths[0])
+    result = tracker.step(frames[1])
+    assert result.labels.shape == truths[1].shape
+    assert iou(result.labels == 1, truths[1] == 1) >= 0.7

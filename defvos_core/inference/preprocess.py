@@ -59,19 +59,23 @@ def check_aspect_ratio(height: int, width: int, max_aspect_ratio: float) -> None
 
 def frame_to_tensor(frame_rgb: np.ndarray, geometry: FrameGeometry, device: torch.device,
                     dtype: torch.dtype) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> normalised (1, 3, h, w) padded with zeros (mid-grey)."""
+    """(H, W, 3) uint8 RGB -> normalised (1, 3, h, w) padded with zeros (mid-grey), in `dtype`.
+
+    Resized and normalised in float32 (PyTorch's antialiased resize has no bfloat16 kernel),
+    then cast.
+    """
     if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame_rgb.shape} "
                          f"{frame_rgb.dtype}")
     image = torch.from_numpy(np.ascontiguousarray(frame_rgb)).to(device)
-    image = image.permute(2, 0, 1).unsqueeze(0).to(dtype) / 255.0
+    image = image.permute(2, 0, 1).unsqueeze(0).float() / 255.0
     if geometry.resized != geometry.input_size:
         image = F.interpolate(image, size=geometry.resized, mode="bilinear", align_corners=False,
                               antialias=True)
     image = normalize_image(image)
     pad_h = geometry.padded[0] - geometry.resized[0]
     pad_w = geometry.padded[1] - geometry.resized[1]
-    return F.pad(image, (0, pad_w, 0, pad_h))
+    return F.pad(image, (0, pad_w, 0, pad_h)).to(dtype)
 
 
 def labels_to_onehot(labels: torch.Tensor, num_channels: int) -> torch.Tensor:

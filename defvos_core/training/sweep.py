@@ -43,22 +43,29 @@ def read_sweep(path: Path) -> list[list[str]]:
 def sweep_folds(directory: Path, stage: str, folds: list[int], rows: list[list[str]],
                 base: list[str] | None = None, device: str = "cpu", max_frames: int = 0,
                 data: Path | None = None,
-                log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Score every row (after the `base` overrides) on every fold; returns the report."""
-    results = []
+                log: Callable[[str], None] | None = None,
+                on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Score every row (after the `base` overrides) on every fold; returns the report.
+
+    on_row: called with the report so far after each row (e.g. to save it as it grows).
+    """
+    report = {"format": SWEEP_FORMAT, "directory": str(directory), "stage": stage,
+              "folds": folds, "base": list(base or []), "max_frames": max_frames,
+              "command": command_line(), "hardware": hardware(device), "finished": None,
+              "rows": []}
     for row in rows:
         if log is not None:
             log(f"sweep: {' '.join(row) or 'defaults'}")
-        report = evaluate_folds(directory, stage, folds, list(base or []) + row, device,
+        scored = evaluate_folds(directory, stage, folds, list(base or []) + row, device,
                                 max_frames, data)
-        results.append({"setting": row, "summary": report["summary"],
-                        "folds": [{key: record[key] for key in
-                                   ("fold", "J&F", "ms_per_frame", "sha256")}
-                                  for record in report["folds"]]})
-    return {"format": SWEEP_FORMAT, "directory": str(directory), "stage": stage,
-            "folds": folds, "base": list(base or []), "max_frames": max_frames,
-            "command": command_line(), "hardware": hardware(device), "finished": utc_now(),
-            "rows": results}
+        report["rows"].append({"setting": row, "summary": scored["summary"],
+                               "folds": [{key: record[key] for key in
+                                          ("fold", "J&F", "ms_per_frame", "sha256")}
+                                         for record in scored["folds"]]})
+        if on_row is not None and len(report["rows"]) < len(rows):
+            on_row(report)
+    report["finished"] = utc_now()
+    return report
 
 
 def sweep_table(report: dict[str, Any]) -> str:
