@@ -48,9 +48,7 @@ class FPNDecoder(nn.Module):
         the visual + encoder channels plus that of the identity channels: in inference the first
         (B = 1) is shared by every identity bank and runs once, whatever the number of banks.
         """
-        weight = self.input[0].weight  # (dim, 3C, 3, 3): visual, identity, encoder channels
-        channels = visual.shape[1]
-        shared = F.conv2d(torch.cat([visual, tokens], dim=1),
-                          torch.cat([weight[:, :channels], weight[:, 2 * channels:]], dim=1),
-                          padding=1)
-        return shared + F.conv2d(identity, weight[:, channels:2 * channels], padding=1)
+        # (dim, 3C, 3, 3) -> its visual, identity and encoder input channels
+        to_visual, to_identity, to_tokens = self.input[0].weight.split(visual.shape[1], dim=1)
+        shared = F.conv2d(visual, to_visual, padding=1) + F.conv2d(tokens, to_tokens, padding=1)
+        return shared + F.conv2d(identity, to_identity, padding=1)
