@@ -133,11 +133,11 @@ def run_model(args: argparse.Namespace) -> dict:
         weights = None if args.weights == "default" else args.weights
         config = tracker_config(args.tracker, TrackerConfig(
             size=args.size or None, backend=args.backend, device=args.device))
+        if args.offsets and config.backend != "torch":
+            raise UsageError("--offsets needs the torch backend")
         tracker = build_tracker(weights, config)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
-    if args.offsets and not hasattr(tracker.backend, "model"):
-        raise UsageError("--offsets needs the torch backend")
     with record_offsets(tracker.backend.model) if args.offsets else nullcontext() as records:
         results = score_sequences(tracker, sequences, args.max_frames, args.out,
                                   log=lambda text: print(text, file=sys.stderr))

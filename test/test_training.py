@@ -503,6 +503,8 @@ def test_evaluate_weights_mode_writes_pngs_and_scores(tmp_path, teacher_weights,
                  "--sequences", "rollerblade"]) == 2  # not in the held-out split
     assert main(["--weights", str(teacher_weights), "--pred", str(out),
                  "--gt", str(DATA)]) == 2
+    assert main(["--weights", str(teacher_weights), "--data", str(DATA), "--sequences", "bear",
+                 "--backend", "onnxruntime", "--offsets"]) == 2  # offsets: torch only
 
 
 # ---------------------------------------------------------------------- cross-validation
