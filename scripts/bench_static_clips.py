@@ -87,7 +87,7 @@ def bench_train(args: argparse.Namespace) -> None:
 
     data = _data_dir(args.data)
     overrides = [f"data.root={data / 'davis2016-train-240p'}",
-                 f"data.static.root={data / 'ecssd'}", f"steps={args.steps}",
+                 f"data.static.roots=[{data / 'ecssd'},{data / 'duts-tr'}]", f"steps={args.steps}",
                  "validation.enabled=false", "run_dir=/tmp/defvos_bench_static",
                  f"checkpoint_every={args.steps}", *args.overrides]
     config = load_train_config(args.config, overrides)

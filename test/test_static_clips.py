@@ -299,7 +299,7 @@ def test_resolve_split_names_the_folds(tmp_path):
 
 def _config(path: Path, tmp_path: Path, *overrides: str):
     return load_train_config(path, [f"run_dir={tmp_path / 'run'}", f"data.root={DAVIS}",
-                                    f"data.static.root={ECSSD}", *overrides])
+                                    f"data.static.roots=[{ECSSD}]", *overrides])
 
 
 @needs_data

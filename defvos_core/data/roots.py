@@ -14,6 +14,7 @@ DATA_ENV = "DEFVOS_DATA"
 DEFAULT_DATA_DIR = Path("data")  # relative to the current working directory
 DAVIS_NAME = "davis2016-train-240p"
 ECSSD_NAME = "ecssd"
+DUTS_NAME = "duts-tr"
 
 
 def data_root() -> Path:

@@ -38,7 +38,9 @@ def _camera_motion() -> MotionConfig:
 class StaticClipConfig:
     """What goes into a synthetic clip; frames, crop, flip, jitter: `ClipSamplingConfig`."""
 
-    root: str = ""  # ECSSD-layout folder (images/, masks/); "" = roots.default_ecssd_root()
+    # ECSSD-layout folders (images/, masks/) whose training share (`still_images`) is read;
+    # [] = ECSSD and DUTS-TR under $DEFVOS_DATA
+    roots: list[str] = field(default_factory=list)
     min_objects: int = 1  # labelled objects per clip (scene object included) ...
     max_objects: int = 3  # ... also capped by data.clip.max_objects and the model
     scene_object_probability: float = 0.5  # the scene's own object is labelled

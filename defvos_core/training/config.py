@@ -158,6 +158,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads per process; 0 = torch default
     run_dir: str = "runs/default"
     checkpoint_every: int = 100
+    # Every N steps also export the weights (fp16, with provenance) to
+    # <run_dir>/snapshots/step_<N>.pt, for choosing a checkpoint on held-out data; 0 = never.
+    snapshot_every: int = 0
     log_every: int = 10
     # Stop early (checkpoint, validate, export) once this much training time has passed,
     # summed over resumed runs; the lr schedule follows it if optim.time_schedule. 0 = none.
@@ -191,8 +194,8 @@ class TrainConfig:
         if not 0 <= self.freeze_encoder_stages <= ENCODER_STAGES:
             raise ValueError(f"freeze_encoder_stages must be in 0..{ENCODER_STAGES}, got "
                              f"{self.freeze_encoder_stages}")
-        if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ValueError("checkpoint_every and log_every must be >= 1")
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.snapshot_every < 0:
+            raise ValueError("checkpoint_every and log_every must be >= 1, snapshot_every >= 0")
 
 
 def load_train_config(yaml_path: str | Path | None = None, overrides: list[str] | None = None,

@@ -31,7 +31,7 @@ from typing import Any, Callable
 from defvos_core.config import TrackerConfig
 from defvos_core.config_io import from_dict, load_config, parse_overrides, to_dict
 from defvos_core.data.folds import fold_split
-from defvos_core.data.roots import DAVIS_NAME, ECSSD_NAME
+from defvos_core.data.roots import DAVIS_NAME, DUTS_NAME, ECSSD_NAME
 from defvos_core.training.config import TrainConfig, load_train_config
 from defvos_core.training.provenance import (command_line, file_sha256, hardware,
                                              record_meta, set_command_line, utc_now)
@@ -70,8 +70,8 @@ def stage_overrides(recipe: Recipe, stage: StageSpec, fold: int | None,
     else:
         forced += [f"data.split=train-fold{fold}", f"validation.split=fold{fold}"]
     if options.data is not None:
-        forced += [f"data.root={options.data / DAVIS_NAME}",
-                   f"data.static.root={options.data / ECSSD_NAME}"]
+        stills = ",".join(str(options.data / name) for name in (ECSSD_NAME, DUTS_NAME))
+        forced += [f"data.root={options.data / DAVIS_NAME}", f"data.static.roots=[{stills}]"]
     if stage.init:
         forced.append(f"init_weights={folder / stage.init}.pt")
     if stage.teacher:

@@ -1,7 +1,7 @@
 """What a training run reads: its DAVIS sequences, validation names and clip dataset.
 
-The static stage trains on `StaticClipDataset` alone (ECSSD stills + objects of the run's
-training sequences); the teacher and student stages on `VideoClipDataset`, with
+The static stage trains on `StaticClipDataset` alone (the training share of the ECSSD and
+DUTS-TR stills + objects of the run's training sequences); the teacher and student stages on `VideoClipDataset`, with
 `data.synthetic_fraction` of the items replaced by synthetic clips (unlabelled in the
 student stage, where the teacher's outputs are the only target).
 """
@@ -14,11 +14,11 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from defvos_core.data.clip_dataset import ClipSamplingConfig, VideoClipDataset
-from defvos_core.data.ecssd import read_static_images
-from defvos_core.data.roots import default_ecssd_root
+from defvos_core.data.ecssd import StaticImage
 from defvos_core.data.sequences import VideoSequence, read_davis
 from defvos_core.data.splits import read_named_sequences, resolve_split
 from defvos_core.data.static_dataset import MixedClipDataset, StaticClipDataset
+from defvos_core.data.still_images import read_still_split, still_roots
 from defvos_core.training.config import TrainConfig, ValidationConfig
 
 
@@ -35,9 +35,9 @@ def validation_names(root: Path, validation: ValidationConfig) -> list[str]:
         else list(validation.sequences)
 
 
-def static_root(config: TrainConfig) -> Path:
-    """Folder of the still images (`data.static.root`, else `roots.default_ecssd_root()`)."""
-    return Path(config.data.static.root) if config.data.static.root else default_ecssd_root()
+def static_images(config: TrainConfig) -> list[StaticImage]:
+    """The training share of the still images of `data.static.roots` (`still_images`)."""
+    return read_still_split(config.data.static.roots, "train")
 
 
 def uses_static_images(config: TrainConfig) -> bool:
@@ -52,7 +52,7 @@ def build_dataset(config: TrainConfig, train_sequences: list[VideoSequence],
     synthetic = None
     if uses_static_images(config):
         synthetic = StaticClipDataset(
-            read_static_images(static_root(config)), clip, config.data.static,
+            static_images(config), clip, config.data.static,
             davis_sequences=train_sequences, samples_per_epoch=per_epoch, seed=config.seed,
             labelled=config.stage != "student")
     if config.stage == "static":
@@ -68,8 +68,8 @@ def static_meta(config: TrainConfig) -> dict[str, Any]:
     """Provenance of synthetic clips for the exported weights' meta ({} when none)."""
     if not uses_static_images(config):
         return {}
-    root = static_root(config)
-    return {"static_images": root.name, "static_image_count": len(read_static_images(root)),
+    return {"static_images": [root.name for root in still_roots(config.data.static.roots)],
+            "static_image_count": len(static_images(config)),
             "davis_objects": config.data.static.davis_objects,
             "synthetic_fraction": 1.0 if config.stage == "static"
             else config.data.synthetic_fraction}

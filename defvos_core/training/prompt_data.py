@@ -27,14 +27,15 @@ from defvos_core.config import TrackerConfig
 from defvos_core.data.ecssd import StaticImage, load_static_image
 from defvos_core.data.paste import cut_out, paste
 from defvos_core.data.prompt_sampling import jitter_box, mask_box, sample_clicks
+from defvos_core.data.roots import ECSSD_NAME
 from defvos_core.data.sequences import VideoSequence
+from defvos_core.data.still_images import HELDOUT_EVERY, split_still_images
 from defvos_core.inference.preprocess import FrameGeometry, frame_to_tensor
 from defvos_core.model.checkpoint import atomic_torch_save
 from defvos_core.model.prompt_head import ObjectPrompt, prompt_maps
 from defvos_core.model.vos_model import STRIDE, VOSModel
 
 LOGGER = logging.getLogger("defvos")
-ECSSD_HELDOUT_EVERY = 5  # image i (1-based) is held out when i % 5 == 0
 MIN_OBJECT_PIXELS = 16  # an object showing less in a crop is not a target there
 OVERLAP_PROBABILITY = 0.75  # composites: the pasted object's centre lies in the base box
 PASTED_AREA = (0.3, 1.0)  # composites: pasted box area / base box area
@@ -42,9 +43,7 @@ PASTED_AREA = (0.3, 1.0)  # composites: pasted box area / base box area
 
 def ecssd_split(items: list[StaticImage]) -> tuple[list[StaticImage], list[StaticImage]]:
     """(train 800, held-out 200) of ECSSD in name order: every fifth image is held out."""
-    held = {index for index in range(len(items)) if (index + 1) % ECSSD_HELDOUT_EVERY == 0}
-    return ([item for index, item in enumerate(items) if index not in held],
-            [item for index, item in enumerate(items) if index in held])
+    return split_still_images(items, HELDOUT_EVERY[ECSSD_NAME])
 
 
 @dataclass

@@ -463,9 +463,12 @@ class Trainer:
         self.synced_seconds = float(seconds)
         return self.synced_seconds > 60.0 * limit
 
-    def export(self) -> Path:
-        """Write the weights-only fp16 file (EMA weights if enabled) with training metadata."""
-        path = export_path(self.config)
+    def export(self, path: Path | None = None) -> Path:
+        """Write the weights-only fp16 file (EMA weights if enabled) with training metadata.
+
+        To `path`, else `export.weights` (default `<run_dir>/<stage>.pt`).
+        """
+        path = path or export_path(self.config)
         if self.context.is_main:
             model = self.ema.model if self.ema is not None and self.config.export.use_ema \
                 else self.model
@@ -545,6 +548,8 @@ class Trainer:
                 if self.step % config.checkpoint_every == 0 or self.step == config.steps \
                         or out_of_time:
                     self.save_checkpoint()
+                if config.snapshot_every and self.step % config.snapshot_every == 0:
+                    self.export(self.run_dir / "snapshots" / f"step_{self.step:06d}.pt")
                 if self.step >= config.steps or out_of_time:
                     break
             self.epoch += 1
