@@ -34,3 +34,12 @@ class FrameError(InputError):
     Kinds: `frame_format` (not (H, W, 3) uint8), `frame_size` (the size changed while objects
     are tracked), `frame_shape` (aspect ratio beyond `TrackerConfig.max_aspect_ratio`).
     """
+
+
+class DepthError(InputError):
+    """A depth frame or camera calibration cannot be used for 3D positions.
+
+    Kinds: `depth_encoding` (not 16UC1 / 32FC1), `depth_size` (not the colour frame's size),
+    `depth_data` (sizes, step or data length inconsistent), `camera_info_invalid` (K missing
+    or zero), `camera_info_size` (calibrated for another image size).
+    """
