@@ -30,6 +30,7 @@ $PIP install --no-deps "deaotpy==1.11.0"
 # packages, catkin-pkg, empy 3 (the generators use its API) and lark-parser build
 # defvos_interfaces.
 ROS_PKGS="ros-kilted-rclpy ros-kilted-sensor-msgs ros-kilted-std-msgs ros-kilted-std-srvs
+  ros-kilted-geometry-msgs ros-kilted-visualization-msgs
   ros-kilted-builtin-interfaces ros-kilted-diagnostic-msgs ros-kilted-lifecycle-msgs
   ros-kilted-rmw-fastrtps-cpp ros-kilted-ament-index-python
   ros-kilted-ament-flake8 ros-kilted-ament-pep257

@@ -25,8 +25,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from defvos_interfaces.msg import BoundingBox2D, ObjectPrompt, Point2D, Pose2D, \
-    TrackedObject, TrackedObjectArray
+from defvos_interfaces.msg import BoundingBox2D, BoundingBox3D, Object3D, Object3DArray, \
+    ObjectPrompt, Point2D, Pose2D, TrackedObject, TrackedObjectArray
 from defvos_interfaces.srv import AddObjects, RemoveObjects
 
 DOMAIN_ID = 101 + os.getpid() % 50
@@ -47,6 +47,12 @@ FIELDS = {
                     'frames_since_seen': 'uint32'},
     TrackedObjectArray: {'header': 'std_msgs/Header',
                          'objects': 'sequence<defvos_interfaces/TrackedObject>'},
+    BoundingBox3D: {'center': 'geometry_msgs/Pose', 'size': 'geometry_msgs/Vector3'},
+    Object3D: {'id': 'string', 'mask_value': 'uint8', 'has_position': 'boolean',
+               'status': 'uint8', 'position': 'geometry_msgs/Point',
+               'bbox': 'defvos_interfaces/BoundingBox3D', 'valid_points': 'uint32'},
+    Object3DArray: {'header': 'std_msgs/Header', 'depth_stamp': 'builtin_interfaces/Time',
+                    'objects': 'sequence<defvos_interfaces/Object3D>'},
     AddObjects.Request: {'header': 'std_msgs/Header',
                          'objects': 'sequence<defvos_interfaces/ObjectPrompt>'},
     AddObjects.Response: {'success': 'boolean', 'message': 'string',
@@ -101,7 +107,7 @@ def test_installed_in_the_venv_prefix():
     share = prefix / 'share/defvos_interfaces'
     assert (share / 'package.xml').is_file()
     for name in ('Point2D', 'Pose2D', 'BoundingBox2D', 'ObjectPrompt', 'TrackedObject',
-                 'TrackedObjectArray'):
+                 'TrackedObjectArray', 'BoundingBox3D', 'Object3D', 'Object3DArray'):
         assert (share / 'msg' / f'{name}.msg').is_file(), name
     for name in ('AddObjects', 'RemoveObjects'):
         assert (share / 'srv' / f'{name}.srv').is_file(), name
@@ -163,6 +169,32 @@ def test_tracked_objects_round_trip(ros):
                'the publisher and the subscription to match')
     publisher.publish(sent)
     wait_until(lambda: received, 'the TrackedObjectArray')
+    assert received == [sent]
+
+
+def test_object_3d_statuses_and_round_trip(ros):
+    """The 3D statuses are distinct (0 = a position) and an Object3DArray crosses DDS intact."""
+    statuses = [Object3D.STATUS_OK, Object3D.STATUS_ABSENT, Object3D.STATUS_NO_DEPTH_POINTS,
+                Object3D.STATUS_NO_DEPTH_FRAME, Object3D.STATUS_BAD_DEPTH_FRAME,
+                Object3D.STATUS_NO_CAMERA_INFO]
+    assert statuses == list(range(6))
+    located = Object3D(id='cup', mask_value=1, has_position=True, valid_points=812)
+    located.position.x, located.position.y, located.position.z = 0.1, -0.05, 1.25
+    located.bbox.center.position.z, located.bbox.center.orientation.w = 1.26, 1.0
+    located.bbox.size.x, located.bbox.size.y, located.bbox.size.z = 0.08, 0.12, 0.03
+    sent = Object3DArray(header=stamped(1_700_000_000, 40_000_000), objects=[
+        located, Object3D(id='hand', mask_value=2, status=Object3D.STATUS_NO_DEPTH_POINTS)])
+    sent.depth_stamp.sec, sent.depth_stamp.nanosec = 1_700_000_000, 38_000_000
+    received: list[Object3DArray] = []
+    subscription = ros('test_objects_3d_subscriber').create_subscription(
+        Object3DArray, '/test_interfaces/objects_3d', received.append, RELIABLE)
+    publisher = ros('test_objects_3d_publisher').create_publisher(
+        Object3DArray, '/test_interfaces/objects_3d', RELIABLE)
+    wait_until(lambda: (publisher.get_subscription_count() > 0
+                        and subscription.get_publisher_count() > 0),
+               'the publisher and the subscription to match')
+    publisher.publish(sent)
+    wait_until(lambda: received, 'the Object3DArray')
     assert received == [sent]
 
 
