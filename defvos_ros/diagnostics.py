@@ -12,7 +12,7 @@ Levels and their thresholds (parameters in brackets):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
@@ -45,8 +45,12 @@ def _value(key: str, value: object) -> KeyValue:
 
 def node_status(name: str, hardware_id: str, state: str, summary: StatsSummary,
                 snapshot: WorkerSnapshot, thresholds: DiagnosticThresholds,
-                worker_error: Optional[BaseException] = None) -> DiagnosticStatus:
-    """Return the status of one period (``summary``) and the tracker's current figures."""
+                worker_error: Optional[BaseException] = None,
+                extra: Sequence[tuple[str, object]] = ()) -> DiagnosticStatus:
+    """Return the status of one period (``summary``) and the tracker's current figures.
+
+    ``extra``: further (key, value) pairs to show (e.g. the 3D stage's counters).
+    """
     problems: list[tuple[bytes, str]] = []
     active = state == 'active'
     if worker_error is not None:
@@ -94,5 +98,6 @@ def node_status(name: str, hardware_id: str, state: str, summary: StatsSummary,
         _value('memory frames', snapshot.memory_frames),
         _value('memory (MB)', snapshot.memory_bytes / 2**20),
     ]
+    values += [_value(key, value) for key, value in extra]
     return DiagnosticStatus(level=level, name=name, message=message,
                             hardware_id=hardware_id, values=values)

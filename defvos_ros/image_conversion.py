@@ -70,6 +70,7 @@ _LAYOUTS: Dict[str, _Layout] = {
     'uyvy': _Layout(_U8, 2),
     'yuv422_yuy2': _Layout(_U8, 2),
     'yuyv': _Layout(_U8, 2),
+    '32FC1': _Layout(np.dtype(np.float32), 1),  # depth in metres (REP 118)
 }
 _YUV422_ENCODINGS = ('yuv422', 'uyvy', 'yuv422_yuy2', 'yuyv')
 
@@ -130,7 +131,7 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     YUV 4:2:2 encodings). The result is a view sharing memory with ``msg.data`` (row
     padding from ``step`` is sliced away, not copied) unless 16-bit data has the
     non-native byte order, in which case it is byteswapped into a new array. Accepts
-    SUPPORTED_IMAGE_ENCODINGS and SUPPORTED_LABEL_ENCODINGS.
+    SUPPORTED_IMAGE_ENCODINGS, SUPPORTED_LABEL_ENCODINGS and 32FC1 (depth).
     """
     encoding = msg.encoding
     layout = _layout(encoding)

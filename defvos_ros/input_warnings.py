@@ -28,12 +28,17 @@ class InputWarnings:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
 
-    def warn(self, kind: str, message: str) -> None:
-        """Count a rejected input of ``kind`` and log ``message`` (throttled per kind)."""
+    def warn(self, kind: str, message: str, rejected: bool = True) -> None:
+        """Count a problem of ``kind`` and log ``message`` (throttled per kind).
+
+        ``rejected``: the problem is a rejected input (counted in the stats' ``inputs
+        rejected``); False for a result that is only poorer (e.g. an object without depth).
+        """
         with self._lock:
             self.counts[kind] += 1
             logger = self._loggers.get(kind)
             if logger is None:
                 logger = self._loggers[kind] = rclpy.logging.get_logger(self._logger_name)
-        self._stats.input_rejected()
+        if rejected:
+            self._stats.input_rejected()
         logger.warning(f'{message} [{kind}]', throttle_duration_sec=self._throttle_sec)

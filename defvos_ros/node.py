@@ -11,6 +11,8 @@ The node only converts messages and schedules work: callbacks hand messages to t
 await the worker's answer without blocking the executor. Names (all remappable): subscribes
 ``image`` (or ``<image>/compressed``) and ``seed_mask``; publishes ``defvos/masks``,
 ``defvos/objects`` (relative: ``/defvos/...`` in the root namespace) and ``~/overlay``;
+with a ``depth_topic``, also ``defvos/objects_3d``, ``~/objects_cloud`` and
+``~/objects_markers`` (defvos_ros/objects_3d.py);
 services ``~/add_objects``, ``~/remove_objects``, ``~/reset``; ``/diagnostics`` at 1 Hz.
 See README.md, "ROS 2 node".
 """
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import rclpy
 import rclpy.logging
-from defvos_interfaces.msg import TrackedObjectArray
+from defvos_interfaces.msg import Object3DArray, TrackedObjectArray
 from defvos_interfaces.srv import AddObjects, RemoveObjects
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
@@ -38,8 +40,10 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
 from defvos_core.data.masks import overlay
 from defvos_core.errors import InputError
@@ -49,6 +53,8 @@ from defvos_ros.image_conversion import (compressed_to_rgb, image_to_labels, ima
                                          numpy_to_image)
 from defvos_ros.input_warnings import InputWarnings
 from defvos_ros.messages import parse_prompts, tracked_objects_message
+from defvos_ros.messages_3d import cloud_message, markers_message, objects_3d_message
+from defvos_ros.objects_3d import Objects3DStage
 from defvos_ros.parameters import NodeSettings, declare_parameters, validate_update
 from defvos_ros.ros_helpers import stamp_to_ns
 from defvos_ros.seed_buffer import BufferedFrame, FrameRingBuffer
@@ -68,6 +74,9 @@ NODE_NAME = 'defvos'
 MASKS_TOPIC = 'defvos/masks'  # relative on purpose: /defvos/masks, or /<ns>/defvos/masks
 OBJECTS_TOPIC = 'defvos/objects'
 OVERLAY_TOPIC = '~/overlay'
+OBJECTS_3D_TOPIC = 'defvos/objects_3d'  # only with a depth_topic, as the two below
+CLOUD_TOPIC = '~/objects_cloud'
+MARKERS_TOPIC = '~/objects_markers'
 DIAGNOSTICS_TOPIC = '/diagnostics'
 ADD_SERVICE = '~/add_objects'
 REMOVE_SERVICE = '~/remove_objects'
@@ -113,6 +122,9 @@ class DefvosNode(LifecycleNode):
                                                            masks_qos)
         self.overlay_pub = self.create_lifecycle_publisher(Image, OVERLAY_TOPIC, masks_qos)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self.objects_3d: Optional[Objects3DStage] = None
+        if settings.depth_topic:
+            self._start_objects_3d()
         if settings.use_compressed:
             # image_transport convention: '<resolved image topic>/compressed', so that
             # remapping 'image' also moves the compressed subscription.
@@ -140,6 +152,26 @@ class DefvosNode(LifecycleNode):
             self.create_timer(settings.summary_period_sec, self._log_summary, clock=steady)
         if settings.autostart:
             self._autostart()
+
+    def _start_objects_3d(self) -> None:
+        """Subscribe the depth image and CameraInfo; create the 3D publishers."""
+        settings = self.settings
+        self.objects_3d = Objects3DStage(settings.objects_3d_config(),
+                                         settings.depth_tolerance_sec,
+                                         settings.depth_buffer_size, self.warnings.warn)
+        masks_qos = settings.masks_qos()
+        self.objects_3d_pub = self.create_lifecycle_publisher(Object3DArray, OBJECTS_3D_TOPIC,
+                                                              masks_qos)
+        self.cloud_pub = self.create_lifecycle_publisher(PointCloud2, CLOUD_TOPIC, masks_qos)
+        self.markers_pub = self.create_lifecycle_publisher(MarkerArray, MARKERS_TOPIC,
+                                                           masks_qos)
+        self.depth_topic = self.resolve_topic_name(settings.depth_topic)
+        self.camera_info_topic = self.resolve_topic_name(
+            settings.camera_info_topic or self.depth_topic.rsplit('/', 1)[0] + '/camera_info')
+        self.create_subscription(Image, self.depth_topic, self.objects_3d.add_depth,
+                                 settings.image_qos())
+        self.create_subscription(CameraInfo, self.camera_info_topic,
+                                 self.objects_3d.set_camera_info, settings.image_qos())
 
     def _autostart(self) -> None:
         """Configure and activate now; StartupError (node destroyed) when either fails."""
@@ -217,6 +249,8 @@ class DefvosNode(LifecycleNode):
         frames = getattr(self, '_frames', None)
         if frames is not None:
             frames.clear()
+        if getattr(self, 'objects_3d', None) is not None:
+            self.objects_3d.clear()
 
     def _build_tracker(self) -> Tracker:
         import torch
@@ -371,7 +405,9 @@ class DefvosNode(LifecycleNode):
         status = node_status(
             f'{self.get_name()}: tracking', self.get_fully_qualified_name(), self.state,
             self._diagnostics_reader.read(), snapshot or WorkerSnapshot(),
-            self.settings.diagnostic_thresholds(), self.worker_error)
+            self.settings.diagnostic_thresholds(), self.worker_error,
+            extra=(self.objects_3d.diagnostic_values(self.warnings.counts)
+                   if self.objects_3d is not None else ()))
         message = DiagnosticArray(status=[status])
         message.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(message)
@@ -413,6 +449,23 @@ class DefvosNode(LifecycleNode):
             self.overlay_pub.publish(numpy_to_image(overlay(rgb, result.labels), 'rgb8',
                                                     header))
             self.overlays_published += 1
+        if self.objects_3d is not None:
+            self._publish_3d(result, ids, frame.stamp_ns, header)
+
+    def _publish_3d(self, result: TrackResult, ids: dict[int, str], stamp_ns: int,
+                    header: Header) -> None:
+        """Publish objects_3d (and the cloud and markers when subscribed) after the masks."""
+        try:
+            frame = self.objects_3d.measure(result.labels, result.object_ids, stamp_ns)
+            self.objects_3d_pub.publish(objects_3d_message(frame, ids, header))
+            if self.cloud_pub.get_subscription_count() > 0:
+                self.cloud_pub.publish(cloud_message(frame, header,
+                                                     self.settings.depth_cloud_max_points))
+            if self.markers_pub.get_subscription_count() > 0:
+                self.markers_pub.publish(markers_message(frame, ids, header))
+        except Exception as error:  # the masks are out: a 3D failure must not count them lost
+            self.warnings.warn('objects_3d_error', f'3D positions failed: '
+                               f'{type(error).__name__}: {error}')
 
 
 def spin_until_failure(node: DefvosNode, executor: Executor) -> int:

@@ -24,6 +24,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 
 from defvos_core.config import BACKENDS, MAX_OBJECT_ID, PROMPT_METHODS, TrackerConfig
+from defvos_core.depth.geometry import Objects3DConfig
 from defvos_ros.diagnostics import DiagnosticThresholds
 
 RELIABILITIES = ('best_effort', 'reliable')
@@ -118,6 +119,15 @@ class NodeSettings:
     use_compressed: bool = False
     summary_period_sec: float = 10.0
     warning_throttle_sec: float = 5.0
+    # 3D positions from a depth image aligned to the colour frame (defvos_ros/objects_3d.py)
+    depth_topic: str = ''  # '' = no 3D output
+    camera_info_topic: str = ''  # '' = 'camera_info' beside the depth topic
+    depth_tolerance_sec: float = 0.02
+    depth_buffer_size: int = 10
+    depth_erosion_px: int = Objects3DConfig.erosion_px
+    depth_extent_percentile: float = Objects3DConfig.extent_percentile
+    depth_min_points: int = Objects3DConfig.min_points
+    depth_cloud_max_points: int = 5000
 
     def image_qos(self) -> QoSProfile:
         """Return the image subscriptions' QoS (default: best effort, depth 1, as sensor data)."""
@@ -161,6 +171,12 @@ class NodeSettings:
     def diagnostic_thresholds(self) -> DiagnosticThresholds:
         """Return the current diagnostics thresholds."""
         return self.diagnostics
+
+    def objects_3d_config(self) -> Objects3DConfig:
+        """Return how the 3D stage measures objects."""
+        return Objects3DConfig(erosion_px=self.depth_erosion_px,
+                               extent_percentile=self.depth_extent_percentile,
+                               min_points=self.depth_min_points)
 
     def image_sizes(self) -> list[tuple[int, int]]:
         """Return ``expected_image_sizes`` as (height, width) pairs."""
@@ -284,6 +300,25 @@ SPECS: dict[str, _Spec] = {
                               int_range=(1, 2**31 - 1)),
     'max_compressed_bytes': _Spec('CompressedImage messages with more bytes are refused with '
                                   'a warning.', int_range=(1, 2**31 - 1)),
+    'depth_topic': _Spec('Depth image aligned to the colour image (REP 118: 16UC1 mm or '
+                         '32FC1 m; 0/NaN = no reading), e.g. RealSense '
+                         "'aligned_depth_to_color/image_raw'; enables defvos/objects_3d. "
+                         'Empty = no 3D output (no cost).'),
+    'camera_info_topic': _Spec('CameraInfo of the colour image (its K back-projects the '
+                               "depth); empty = 'camera_info' beside depth_topic."),
+    'depth_tolerance_sec': _Spec('Largest gap between a depth stamp and a colour stamp for '
+                                 'the two to be paired (seconds).', float_range=(0.0, 10.0)),
+    'depth_buffer_size': _Spec('Recent depth images kept for pairing by stamp.',
+                               int_range=(1, 1000)),
+    'depth_erosion_px': _Spec("Pixels taken off each mask's rim before its depth is read "
+                              '(rims straddle depth edges).', int_range=(0, 50)),
+    'depth_extent_percentile': _Spec('The 3D box spans the p..100-p percentiles of the '
+                                     "object's points on each axis.",
+                                     float_range=(0.0, 25.0)),
+    'depth_min_points': _Spec('Objects with fewer depth readings under their eroded mask '
+                              'get no 3D position.', int_range=(1, 1000000)),
+    'depth_cloud_max_points': _Spec('Most points on ~/objects_cloud (decimated; computed only '
+                                    'while subscribed).', int_range=(1, 10000000)),
     'expected_rate_hz': _Spec('Camera rate for /diagnostics (WARN below min_rate_fraction '
                               'of it); 0 = input rate not checked.', read_only=False,
                               float_range=(0.0, 1000.0)),
