@@ -71,6 +71,11 @@ class Objects3DStage:
         """Use this calibration from now on (checked when used)."""
         self._camera_info = msg
 
+    @property
+    def camera_info(self) -> Optional[CameraInfo]:
+        """Return the calibration in use (None until one arrives)."""
+        return self._camera_info
+
     def clear(self) -> None:
         """Forget the buffered depth frames (the calibration is kept)."""
         self.depth_frames.clear()
