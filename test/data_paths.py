@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from defvos_core.data.roots import DATA_ENV, DAVIS_NAME, ECSSD_NAME
+from defvos_core.data.roots import DATA_ENV, DAVIS_NAME, DUTS_NAME, ECSSD_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = (Path(os.environ[DATA_ENV]).expanduser() if os.environ.get(DATA_ENV, "").strip()
         else REPO.parent / "shared" / "data")
 DAVIS = DATA / DAVIS_NAME
 ECSSD = DATA / ECSSD_NAME
+DUTS = DATA / DUTS_NAME
 
 
 def missing(*folders: Path) -> str:

@@ -6,6 +6,7 @@ the trainer run on the real ECSSD stills and DAVIS-240p sequences (`data_paths`)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -306,7 +307,8 @@ def _config(path: Path, tmp_path: Path, *overrides: str):
 def test_static_stage_trains_exports_and_starts_the_teacher(tmp_path):
     from defvos_core.training.trainer import Trainer
 
-    config = _config(TINY_STATIC, tmp_path, "steps=2", "validation.max_frames=3")
+    config = _config(TINY_STATIC, tmp_path, "steps=2", "validation.max_frames=3",
+                     "snapshot_every=1", "log_every=1")
     assert config.stage == "static" and config.model.encoder == "lite0"
     torch.manual_seed(0)
     trainer = Trainer(config)
@@ -316,7 +318,14 @@ def test_static_stage_trains_exports_and_starts_the_teacher(tmp_path):
     trainer.close()
     assert summary["step"] == 2 and summary["validation"]["step"] == 2
     meta = weights_meta(summary["weights"])
-    assert meta["stage"] == "static" and meta["data"]["static_images"] == "ecssd"
+    assert meta["stage"] == "static" and meta["data"]["static_images"] == ["ecssd"]
+    assert meta["data"]["static_image_count"] == 800  # ECSSD's training share
+    snapshots = sorted((tmp_path / "run" / "snapshots").glob("*.pt"))
+    assert [p.name for p in snapshots] == ["step_000001.pt", "step_000002.pt"]
+    assert weights_meta(snapshots[0])["steps"] == 1
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    rates = [row for row in logged if "clips_per_second" in row]
+    assert len(rates) == 2 and all(0 <= row["data_wait_fraction"] <= 1 for row in rates)
     assert not set(meta["data"]["sequences"]) & set(HOLDOUT_SEQUENCES)
     assert load_model(summary["weights"]).config == config.model
     teacher = Trainer(load_train_config(TINY_TEACHER, [

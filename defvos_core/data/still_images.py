@@ -3,7 +3,7 @@
 Static pretraining reads several ECSSD-layout folders (`images/`, `masks/`): ECSSD and DUTS-TR
 under `$DEFVOS_DATA` by default. Each folder holds out every `heldout_every(folder)`-th image
 in name order (1-based): ECSSD every 5th (200 of 1,000: the prompt head's held-out set
-too), DUTS-TR every 20th (527 of 10,539), any other folder every 10th. Training never
+too), DUTS-TR every 20th (526 of 10,539), any other folder every 10th. Training never
 reads a held-out image; validation and held-out composites read only those.
 """
 

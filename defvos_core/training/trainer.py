@@ -511,12 +511,14 @@ class Trainer:
             progress = tqdm(total=config.steps, initial=self.step, desc=config.stage,
                             mininterval=5.0, dynamic_ncols=True)
         window: dict[str, float] = {}
-        window_steps = 0
+        window_steps, data_wait = 0, 0.0  # data_wait: seconds the steps waited for batches
         step_started = self.run_started = time.perf_counter()
         out_of_time = False
         while self.step < config.steps and not out_of_time:
             self.loader.sampler.set_epoch(self.epoch)
+            batch_asked = time.perf_counter()
             for batch in self.loader:
+                data_wait += time.perf_counter() - batch_asked  # the loader's share
                 terms = self.train_step(batch)
                 for name, value in terms.items():
                     window[name] = window.get(name, 0.0) + value
@@ -535,11 +537,15 @@ class Trainer:
                     means["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
                     means["seconds_per_step"] = (time.perf_counter() - step_started) \
                         / window_steps
+                    means["clips_per_second"] = config.batch_size * self.context.world_size \
+                        / means["seconds_per_step"]
+                    means["data_wait_fraction"] = data_wait / (window_steps
+                                                               * means["seconds_per_step"])
                     means["skipped_items"] = self.skipped_items
                     self._record(means)
                     self._log(f"step {self.step}/{config.steps} " + " ".join(
                         f"{k}={v:.4g}" for k, v in means.items()))
-                    window, window_steps = {}, 0
+                    window, window_steps, data_wait = {}, 0, 0.0
                     step_started = time.perf_counter()
                 if config.validation.every and self.step % config.validation.every == 0 \
                         and self.step < config.steps:
@@ -552,6 +558,7 @@ class Trainer:
                     self.export(self.run_dir / "snapshots" / f"step_{self.step:06d}.pt")
                 if self.step >= config.steps or out_of_time:
                     break
+                batch_asked = time.perf_counter()
             self.epoch += 1
         if progress is not None:
             progress.close()
