@@ -171,11 +171,3 @@ class TrackerConfig:
     def bank_slots(self, max_objects: int) -> int:
         """ID slots used per bank with a model of `max_objects` slots (`slots_per_bank`)."""
         return min(self.slots_per_bank, max_objects) if self.slots_per_bank else max_objects
-
-
-@dataclass
-class Config:
-    """A model and a tracker configuration together (what a weights file records)."""
-
-    model: ModelConfig = field(default_factory=student_config)
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)

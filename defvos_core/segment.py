@@ -28,13 +28,14 @@ from tqdm import tqdm
 
 from defvos_core.build import build_tracker
 from defvos_core.config import BACKENDS, PROMPT_METHODS, OnnxConfig, PromptConfig, TrackerConfig
-from defvos_core.data.masks import overlay, read_label_map, write_label_map
+from defvos_core.data.masks import read_label_map, write_label_map
 from defvos_core.data.video_io import VideoWriter, count_frames, iter_video_frames
 from defvos_core.errors import SeedError
 from defvos_core.inference.prompts import SeedPrompts, check_prompts
 from defvos_core.inference.seeds import check_seed, clean_seed, seed_object_ids
 from defvos_core.inference.tracker import Tracker
 from defvos_core.inference.video import segment_frames
+from defvos_core.overlay import overlay
 
 
 @dataclass

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from defvos_interfaces.msg import BoundingBox2D, ObjectPrompt, TrackedObject, TrackedObjectArray
-from scipy import ndimage
 from std_msgs.msg import Header
 
 from defvos_core.errors import SeedError
+from defvos_core.label_boxes import label_boxes
 from defvos_core.inference.presence import Presence
 from defvos_core.inference.tracker import TrackResult
 from defvos_ros.image_conversion import ImageConversionError, image_to_labels
@@ -100,29 +100,12 @@ def parse_prompts(objects: list[ObjectPrompt]) -> Prompts:
     return prompts
 
 
-def masks_to_label_map(masks: dict[str, np.ndarray], values: dict[str, int],
-                       shape: tuple[int, int]) -> np.ndarray | None:
-    """Return the mask prompts as one (H, W) label map of their mask values, or None.
-
-    Later objects win where masks overlap; SeedError when a mask is not the frame's size.
-    """
-    if not masks:
-        return None
-    labels = np.zeros(shape, np.int64)
-    for object_id, mask in masks.items():
-        if mask.shape != shape:
-            raise SeedError('seed_size', f"object '{object_id}': mask is {mask.shape[1]}x"
-                            f'{mask.shape[0]} but its frame is {shape[1]}x{shape[0]}')
-        labels[mask] = values[object_id]
-    return labels
-
-
 def tracked_objects_message(result: TrackResult, presence: dict[int, Presence],
                             ids: dict[int, str], header: Header) -> TrackedObjectArray:
     """Return one TrackedObject per tracked object (ascending mask value), header copied."""
     labels = result.labels
     pixels = labels.size
-    slices = ndimage.find_objects(labels)  # index k-1: the bounding slices of value k
+    boxes = label_boxes(labels, result.object_ids)
     msg = TrackedObjectArray(header=header)
     for value in result.object_ids:
         state = presence.get(value)
@@ -131,9 +114,7 @@ def tracked_objects_message(result: TrackResult, presence: dict[int, Presence],
                              area_fraction=result.area.get(value, 0) / pixels,
                              present=bool(state.present) if state else False,
                              frames_since_seen=state.frames_since_seen if state else 0)
-        found = slices[value - 1] if value <= len(slices) else None
-        if found is not None:
-            rows, cols = found
-            item.bbox = box_message(cols.start, rows.start, cols.stop, rows.stop)
+        if value in boxes:
+            item.bbox = box_message(*boxes[value])
         msg.objects.append(item)
     return msg

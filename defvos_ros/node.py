@@ -45,9 +45,9 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from defvos_core.data.masks import overlay
 from defvos_core.errors import InputError
 from defvos_core.inference.presence import Presence
+from defvos_core.overlay import overlay
 from defvos_ros.diagnostics import node_status
 from defvos_ros.image_conversion import (compressed_to_rgb, image_to_labels, image_to_rgb,
                                          numpy_to_image)
@@ -446,8 +446,8 @@ class DefvosNode(LifecycleNode):
         self.masks_pub.publish(numpy_to_image(result.labels, 'mono8', header))
         self.objects_pub.publish(tracked_objects_message(result, presence, ids, header))
         if self.settings.overlay and self.overlay_pub.get_subscription_count() > 0:
-            self.overlay_pub.publish(numpy_to_image(overlay(rgb, result.labels), 'rgb8',
-                                                    header))
+            self.overlay_pub.publish(numpy_to_image(overlay(rgb, result.labels, names=ids),
+                                                    'rgb8', header))
             self.overlays_published += 1
         if self.objects_3d is not None:
             self._publish_3d(result, ids, frame.stamp_ns, header)

@@ -190,6 +190,12 @@ class TrackingWorker:
             self._generation += 1  # requests received before this one are discarded
         return self._control('reset', None)
 
+    @property
+    def pending_requests(self) -> int:
+        """Return the object requests waiting for their frames or to be applied."""
+        with self._wake:
+            return len(self._requests)
+
     def snapshot(self) -> WorkerSnapshot:
         """Return the latest object and memory figures (thread-safe)."""
         with self._snapshot_lock:

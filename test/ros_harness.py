@@ -341,10 +341,6 @@ class Client:
         assert wait_until(lambda: len(masks()) >= number), f'{len(masks())} masks for {stamp}'
         return labels_of(masks()[number - 1])
 
-    def no_mask_for(self, stamp: int, seconds: float = 1.5) -> bool:
-        time.sleep(seconds)
-        return stamp not in self.masks
-
     def track(self, frames, seed: np.ndarray, stamps: list[int]) -> list[np.ndarray]:
         """Send frame 0 and its seed, then each frame after the previous one's mask."""
         self.send_frame(frames[0], stamps[0])

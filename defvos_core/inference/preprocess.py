@@ -78,11 +78,6 @@ def frame_to_tensor(frame_rgb: np.ndarray, geometry: FrameGeometry, device: torc
     return F.pad(image, (0, pad_w, 0, pad_h)).to(dtype)
 
 
-def labels_to_onehot(labels: torch.Tensor, num_channels: int) -> torch.Tensor:
-    """(H, W) long in [0, num_channels) -> (1, num_channels, H, W) float one-hot."""
-    return F.one_hot(labels, num_channels).permute(2, 0, 1).unsqueeze(0).float()
-
-
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of an (H, W) label map to `size` (h, w)."""
     if labels.shape == tuple(size):

@@ -167,12 +167,6 @@ class OnnxBackend:
                                            self.max_long_side)
         return tuple(geometry.padded) in self._graphs
 
-    def providers_in_use(self) -> dict[str, list[str]]:
-        """Return each loaded session's providers, e.g. {'encoder': ['CPUExecutionProvider']}."""
-        return {name: getattr(graphs, name).get_providers()
-                for graphs in self._graphs.values()
-                for name in ("encoder", "identity", "segment")}
-
     def _sessions(self, padded: tuple[int, int]) -> GraphSessions:
         padded = (int(padded[0]), int(padded[1]))
         graphs = self._graphs.get(padded)
