@@ -366,3 +366,41 @@ def test_fold_split_trains_on_the_other_folds(tmp_path):
                     "validation.enabled=false", "data.sequences=[]")
     trained = {s.name for s in Trainer(leaky).train_sequences}
     assert len(trained) == 24 and not trained & set(FOLDS[2])  # validation never trains
+
+
+def test_restart_schedule_continues_with_a_fresh_warm_up():
+    from defvos_core.training.config import OptimConfig
+    from defvos_core.training.schedule import build_scheduler, lr_factor
+
+    optim = OptimConfig(lr=1.0, warmup_steps=4)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([{"params": [parameter], "lr": 1.0}])
+    scheduler = build_scheduler(optimizer, optim, 100, start_step=60)
+    seen = []
+    for _ in range(8):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen[0] == pytest.approx(lr_factor(60, 100, 4) / 5)  # warm-up from the restart
+    assert seen[6] == pytest.approx(lr_factor(66, 100, 4))  # then the schedule at 60 + step
+    assert seen[6] < lr_factor(10, 100, 4)
+
+
+@needs_data
+def test_restart_from_weights_runs_the_rest_of_the_steps(tmp_path):
+    from defvos_core.training.trainer import Trainer
+
+    model = VOSModel(load_train_config(TINY_STATIC).model)
+    save_weights(model, tmp_path / "start.pt", half=True, meta={"trained": True})
+    with pytest.raises(ValueError, match="restart_step"):
+        _config(TINY_STATIC, tmp_path, "restart_step=4")  # no init_weights
+    config = _config(TINY_STATIC, tmp_path, f"init_weights={tmp_path / 'start.pt'}",
+                     "restart_step=4", "validation.enabled=false")
+    trainer = Trainer(config)
+    summary = trainer.run()
+    trainer.close()
+    assert summary["step"] == config.steps == 6
+    logged = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert logged == [5, 6]
+    meta = weights_meta(summary["weights"])
+    assert meta["config"]["restart_step"] == 4 and meta["provenance"]["init_weights"]

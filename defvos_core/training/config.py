@@ -137,6 +137,9 @@ class TrainConfig:
     model_preset: str = ""  # teacher | student; "" = the stage's preset (static: teacher)
     model: ModelConfig = field(default_factory=teacher_config)
     init_weights: str = ""  # start the model from a weights file (same architecture)
+    # With init_weights: continue a run's schedule from this step with a fresh optimiser (a
+    # new warm-up of optim.warmup_steps), e.g. from committed fp16 weights on a new machine.
+    restart_step: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: SupervisedConfig = field(default_factory=SupervisedConfig)
@@ -194,6 +197,9 @@ class TrainConfig:
         if not 0 <= self.freeze_encoder_stages <= ENCODER_STAGES:
             raise ValueError(f"freeze_encoder_stages must be in 0..{ENCODER_STAGES}, got "
                              f"{self.freeze_encoder_stages}")
+        if self.restart_step and not (self.init_weights and 0 < self.restart_step < self.steps):
+            raise ValueError(f"restart_step {self.restart_step} needs init_weights and must be "
+                             f"below steps ({self.steps})")
         if self.checkpoint_every < 1 or self.log_every < 1 or self.snapshot_every < 0:
             raise ValueError("checkpoint_every and log_every must be >= 1, snapshot_every >= 0")
 

@@ -38,11 +38,21 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str = "p
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int,
-                    time_fraction: Callable[[], float] | None = None) -> LambdaLR:
+                    time_fraction: Callable[[], float] | None = None,
+                    start_step: int = 0) -> LambdaLR:
     """Build a LambdaLR stepping once per optimizer step (its state_dict goes in checkpoints).
 
     `time_fraction()` (optional) returns the part of the run's time budget spent so far.
+    `start_step` > 0: a restart from weights at that step of the schedule (fresh optimiser):
+    the schedule's factor at `start_step + step`, times a new linear warm-up over
+    `warmup_steps`.
     """
-    return LambdaLR(optimizer, lambda step: lr_factor(
-        step, total_steps, config.warmup_steps, config.schedule, config.poly_power,
-        config.min_lr_ratio, time_fraction() if time_fraction is not None else 0.0))
+    def factor(step: int) -> float:
+        value = lr_factor(start_step + step, total_steps, config.warmup_steps, config.schedule,
+                          config.poly_power, config.min_lr_ratio,
+                          time_fraction() if time_fraction is not None else 0.0)
+        if start_step > 0 and step < config.warmup_steps:
+            value *= (step + 1) / (config.warmup_steps + 1)
+        return value
+
+    return LambdaLR(optimizer, factor)

@@ -156,7 +156,9 @@ class Trainer:
                                            betas=tuple(config.optim.betas))
         timed = config.optim.time_schedule and config.time_limit_minutes > 0
         self.scheduler = build_scheduler(self.optimizer, config.optim, config.steps,
-                                         self._time_fraction if timed else None)
+                                         self._time_fraction if timed else None,
+                                         config.restart_step)
+        self.step = config.restart_step  # a checkpoint (resume) replaces it
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.model, config.ema_decay) \
