@@ -1,4 +1,4 @@
-"""Depth images and camera calibration messages -> metres and intrinsics (no ROS graph).
+"""Depth images and calibration messages -> depth pixels with their unit, and intrinsics.
 
 Depth follows REP 118: ``16UC1`` (also ``mono16``) in millimetres or ``32FC1`` in metres, 0
 or NaN where the sensor has no reading. The image must be aligned to the colour frame (same
@@ -19,8 +19,12 @@ from defvos_ros.image_conversion import ImageConversionError, image_to_numpy
 DEPTH_ENCODINGS = {'16UC1': 1e-3, 'mono16': 1e-3, '32FC1': 1.0}
 
 
-def depth_to_metres(msg: Image, shape: tuple[int, int]) -> np.ndarray:
-    """Return a depth image as (H, W) float32 metres; ``shape`` is the colour frame's (H, W)."""
+def depth_pixels(msg: Image, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Return a depth image as ((H, W) pixels in its own unit, metres per unit).
+
+    ``shape`` is the colour frame's (H, W). The pixels are a view of the message's data
+    (uint16 or float32), not converted: the 3D stage reads only the pixels under objects.
+    """
     scale = DEPTH_ENCODINGS.get(msg.encoding)
     if scale is None:
         raise DepthError('depth_encoding', f"depth encoding '{msg.encoding}' is not supported; "
@@ -31,12 +35,9 @@ def depth_to_metres(msg: Image, shape: tuple[int, int]) -> np.ndarray:
                          f'image is {shape[1]}x{shape[0]}; expected depth aligned to the colour '
                          "frame (e.g. RealSense 'aligned_depth_to_color/image_raw')")
     try:
-        pixels = image_to_numpy(msg)
+        return image_to_numpy(msg), scale
     except ImageConversionError as error:
         raise DepthError('depth_data', f'depth image: {error}') from error
-    if scale == 1.0:
-        return pixels.astype(np.float32, copy=False)
-    return pixels.astype(np.float32) * np.float32(scale)
 
 
 def camera_intrinsics(msg: CameraInfo, shape: tuple[int, int]) -> Intrinsics:

@@ -28,7 +28,7 @@ from defvos_core.depth.geometry import (NO_DEPTH_POINTS, ObjectPosition, Objects
                                         object_positions)
 from defvos_core.depth.stamp_matcher import MATCHED, MISSING, StampMatcher
 from defvos_core.errors import DepthError
-from defvos_ros.depth_conversion import camera_intrinsics, depth_to_metres
+from defvos_ros.depth_conversion import camera_intrinsics, depth_pixels
 from defvos_ros.ros_helpers import format_stamp, stamp_to_ns
 
 #: Why a whole frame has no 3D positions (the Object3D status of each of its objects).
@@ -105,11 +105,12 @@ class Objects3DStage:
                                       'camera_info_topic right?)', match.stamp_ns)
         try:
             intrinsics = camera_intrinsics(info, shape)
-            depth_m = depth_to_metres(match.item, shape)
+            depth, depth_scale = depth_pixels(match.item, shape)
         except DepthError as error:
             return self._frame_failed(values, _FRAME_STATUS[error.kind], error.kind,
                                       f'{where}: {error}', match.stamp_ns)
-        positions = object_positions(labels, depth_m, intrinsics, values, self.config)
+        positions = object_positions(labels, depth, intrinsics, values, self.config,
+                                     depth_scale)
         starved = [value for value, position in positions.items()
                    if position.status == NO_DEPTH_POINTS]
         with self._lock:

@@ -16,7 +16,7 @@ from visualization_msgs.msg import Marker
 from defvos_core.data.masks import davis_palette
 from defvos_core.depth.geometry import Objects3DConfig
 from defvos_core.errors import DepthError
-from defvos_ros.depth_conversion import camera_intrinsics, depth_to_metres
+from defvos_ros.depth_conversion import camera_intrinsics, depth_pixels
 from defvos_ros.image_conversion import numpy_to_image
 from defvos_ros.messages_3d import cloud_message, markers_message, objects_3d_message
 from defvos_ros.objects_3d import Objects3DStage
@@ -31,21 +31,26 @@ def camera_info(k=K, width=WIDTH, height=HEIGHT) -> CameraInfo:
     return CameraInfo(width=width, height=height, k=k)
 
 
+def metres(msg, shape=(HEIGHT, WIDTH)) -> np.ndarray:
+    """Return a depth message in metres through depth_pixels."""
+    pixels, scale = depth_pixels(msg, shape)
+    return pixels.astype(np.float32) * np.float32(scale)
+
+
 def test_depth_encodings_become_metres():
     millimetres = np.arange(HEIGHT * WIDTH, dtype=np.uint16).reshape(HEIGHT, WIDTH)
     for encoding in ('16UC1', 'mono16'):
-        metres = depth_to_metres(numpy_to_image(millimetres, encoding), (HEIGHT, WIDTH))
-        assert metres.dtype == np.float32
-        assert np.allclose(metres, millimetres / 1000.0)
+        pixels, scale = depth_pixels(numpy_to_image(millimetres, encoding), (HEIGHT, WIDTH))
+        assert (pixels.dtype, scale) == (np.uint16, 1e-3)
+        assert np.allclose(metres(numpy_to_image(millimetres, encoding)), millimetres / 1000.0)
     floats = np.full((HEIGHT, WIDTH), 1.25, np.float32)
     floats[0, :3] = (np.nan, 0.0, np.inf)
-    metres = depth_to_metres(numpy_to_image(floats, '32FC1'), (HEIGHT, WIDTH))
-    assert np.array_equal(metres, floats, equal_nan=True)
+    assert np.array_equal(metres(numpy_to_image(floats, '32FC1')), floats, equal_nan=True)
     big = numpy_to_image(millimetres, '16UC1')  # big-endian data with a padded step
     rows = millimetres.astype('>u2').view(np.uint8).reshape(HEIGHT, -1)
     big.is_bigendian, big.step = 1, WIDTH * 2 + 6
     big.data = np.hstack([rows, np.zeros((HEIGHT, 6), np.uint8)]).tobytes()
-    assert np.allclose(depth_to_metres(big, (HEIGHT, WIDTH)), millimetres / 1000.0)
+    assert np.allclose(metres(big), millimetres / 1000.0)
 
 
 @pytest.mark.parametrize('case, kind', [('rgb8', 'depth_encoding'), ('size', 'depth_size'),
@@ -60,7 +65,7 @@ def test_bad_depth_images_are_refused_by_kind(case, kind):
     else:
         msg.data = bytes(msg.data)[:100]
     with pytest.raises(DepthError) as error:
-        depth_to_metres(msg, (HEIGHT, WIDTH))
+        depth_pixels(msg, (HEIGHT, WIDTH))
     assert error.value.kind == kind
 
 
@@ -114,9 +119,10 @@ def test_stage_measures_and_reports_each_problem():
     frame = stage.measure(labels, [1, 2, 3], stamp)
     assert frame.frame_status is None and frame.depth_stamp_ns == stamp
     assert [frame.positions[v].status for v in (1, 2, 3)] == ['ok', 'no_depth_points', 'absent']
-    # the square's middle pixel is (19.5, 19.5) (integer coordinates are pixel centres, as K's)
+    # the square's middle is (19.5, 19.5) (integer coordinates are pixel centres, as in K;
+    # each point lies somewhere in its pixel: within 0.2 mm here)
     assert frame.positions[1].centroid == pytest.approx([(19.5 - 40) / 100, (19.5 - 30) / 100,
-                                                         1.0], abs=1e-6)
+                                                         1.0], abs=0.002)
     assert stage.measure(labels, [1], stamp + 50_000_000).frame_status == 'no_depth_frame'
     assert stage.measure(labels, [1], stamp - 50_000_000).frame_status == 'no_depth_frame'
     stage.add_depth(numpy_to_image(depth[:, :40], '16UC1', header(stamp + 10**9)))

@@ -37,7 +37,7 @@ def test_back_projection_inverts_the_pinhole_projection():
     points = np.array([[0.3, -0.2, 1.5], [-0.1, 0.4, 0.8], [0.0, 0.0, 2.0]])
     u = K.fx * points[:, 0] / points[:, 2] + K.cx
     v = K.fy * points[:, 1] / points[:, 2] + K.cy
-    assert np.allclose(back_project(u, v, points[:, 2], K), points, atol=1e-6)
+    assert np.allclose(back_project(u, v, points[:, 2], K).T, points, atol=1e-6)
 
 
 def test_a_box_face_in_front_of_a_wall_is_measured_within_a_centimetre():
@@ -93,7 +93,7 @@ def test_a_tilted_surface_has_depth_extent():
     z = 1.0 + 2.0 * v / HEIGHT  # 1 m at the top row to 3 m at the bottom
     labels = np.zeros((HEIGHT, WIDTH), np.uint8)
     labels[:, 100:220] = 1
-    config = Objects3DConfig(extent_percentile=0.0, erosion_px=0)
+    config = Objects3DConfig(extent_percentile=0.0, erosion_px=0, max_stat_points=10**6)
     position = object_positions(labels, z.astype(np.float32), K, [1], config)[1]
     assert position.box_size[2] == pytest.approx(2.0 * (HEIGHT - 1) / HEIGHT, abs=0.02)
     assert position.centroid[2] == pytest.approx(np.median(z[:, 100:220]), abs=0.01)
@@ -117,8 +117,8 @@ def test_large_objects_are_subsampled_for_the_statistics_only():
     assert len(position.points) <= 1000
     assert position.valid_points > 10 * len(position.points)  # the count is not subsampled
     assert np.allclose(position.centroid, [0.0, 0.0, 1.0], atol=0.01)
-    # the grid subsample (every 9th row and column here) may miss up to 8 px of each rim
-    assert np.allclose(position.box_size[:2], [1.0, 0.7], atol=8 / K.fx + 0.01)
+    # the grid subsample (every 9th row and column here) may miss up to 8 px of the rims
+    assert np.allclose(position.box_size[:2], [1.0, 0.7], atol=4 / K.fx + 0.01)
 
 
 def test_mismatched_depth_and_unusable_intrinsics_are_refused():

@@ -139,7 +139,7 @@ def test_a_synthetic_scene_of_known_geometry(ros, pipeline):
     noisy = depth_m.copy()  # 32FC1 with no-reading holes (0 and NaN) and stray far readings
     holes = rng.random(noisy.shape) < 0.15
     noisy[holes] = rng.choice([0.0, np.nan], size=int(holes.sum()))
-    noisy[rng.random(noisy.shape) < 0.01] = 9.0
+    noisy[rng.random(noisy.shape) < 0.005] = 9.0
     millimetres = np.round(depth_m * 1000).astype(np.uint16)
     for image, encoding in ((millimetres, '16UC1'), (noisy, '32FC1')):
         assert client.reset().success  # each frame is a seed frame: its mask is the seed
