@@ -54,11 +54,3 @@ def write_label_map(path: str | Path, labels: np.ndarray) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
 
-
-def overlay(frame_rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend DAVIS colours of `labels` (H, W) over `frame_rgb` (H, W, 3 uint8) into uint8 RGB."""
-    colours = davis_palette()[labels]
-    blended = frame_rgb.astype(np.float32)
-    foreground = labels > 0
-    blended[foreground] = (1 - alpha) * blended[foreground] + alpha * colours[foreground]
-    return blended.clip(0, 255).astype(np.uint8)
