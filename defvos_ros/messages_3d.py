@@ -6,7 +6,7 @@
 - `cloud_message`: the measured points of every located object, x, y, z (float32, metres)
   and ``mask_value`` (uint32: the object's value on defvos/masks), decimated to a bound.
 - `markers_message`: per located object a translucent box and its id as a label, in the
-  overlay's colours (the DAVIS palette of defvos_core.data.masks); the first marker deletes
+  overlay's colours (defvos_core.overlay.PALETTE); the first marker deletes
   the previous message's, so objects that vanish leave nothing behind.
 """
 
@@ -21,8 +21,8 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from defvos_core.data.masks import davis_palette
 from defvos_core.depth.geometry import ABSENT, NO_DEPTH_POINTS, OK
+from defvos_core.overlay import PALETTE
 from defvos_ros.objects_3d import BAD_DEPTH_FRAME, NO_CAMERA_INFO, NO_DEPTH_FRAME, Frame3D
 from defvos_ros.ros_helpers import ns_to_stamp
 
@@ -38,7 +38,6 @@ CLOUD_FIELDS = [PointField(name='x', offset=0, datatype=PointField.FLOAT32, coun
 _CLOUD_DTYPE = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('mask_value', '<u4')])
 MIN_MARKER_SIZE = 0.01  # metres: a flat face still shows as a box
 LABEL_HEIGHT = 0.08  # metres: text size of the id labels
-_PALETTE = davis_palette()
 
 
 def objects_3d_message(frame: Frame3D, ids: dict[int, str], header: Header) -> Object3DArray:
@@ -92,7 +91,7 @@ def markers_message(frame: Frame3D, ids: dict[int, str], header: Header) -> Mark
     for value, position in sorted(frame.positions.items()):
         if not position.ok:
             continue
-        red, green, blue = (float(c) / 255 for c in _PALETTE[value])
+        red, green, blue = (float(c) / 255 for c in PALETTE[value])
         box = Marker(header=header, ns='defvos_boxes', id=int(value), type=Marker.CUBE,
                      action=Marker.ADD, color=ColorRGBA(r=red, g=green, b=blue, a=0.4))
         box.pose.position = _point(position.box_centre)

@@ -13,8 +13,8 @@ from defvos_interfaces.msg import Object3D
 from sensor_msgs.msg import CameraInfo, PointCloud2
 from visualization_msgs.msg import Marker
 
-from defvos_core.data.masks import davis_palette
 from defvos_core.depth.geometry import Objects3DConfig
+from defvos_core.overlay import PALETTE
 from defvos_core.errors import DepthError
 from defvos_ros.depth_conversion import camera_intrinsics, depth_pixels
 from defvos_ros.image_conversion import numpy_to_image
@@ -177,7 +177,7 @@ def test_messages_of_a_measured_frame():
     box, label = markers[1:]
     assert (box.type, box.id, label.type, label.text) == (Marker.CUBE, 1,
                                                           Marker.TEXT_VIEW_FACING, 'cup')
-    red, green, blue = davis_palette()[1] / 255.0
+    red, green, blue = PALETTE[1] / 255.0
     assert (box.color.r, box.color.g, box.color.b) == pytest.approx((red, green, blue))
     assert box.scale.z == pytest.approx(0.01)  # a flat face still shows
     assert label.pose.position.y < box.pose.position.y - box.scale.y / 2  # above the box

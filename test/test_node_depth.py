@@ -27,8 +27,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
-from defvos_core.data.masks import davis_palette
 from defvos_core.depth.stamp_matcher import MATCHED
+from defvos_core.overlay import PALETTE
 from defvos_ros.image_conversion import numpy_to_image
 from defvos_ros.ros_helpers import stamp_to_ns
 from ros_harness import RELIABLE, _names, header, labels_of, next_stamp, wait_until
@@ -177,7 +177,7 @@ def test_a_synthetic_scene_of_known_geometry(ros, pipeline):
         boxes = [m for m in depth.markers[stamp].markers if m.type == Marker.CUBE]
         assert [m.id for m in boxes] == [1, 2]
         for marker in boxes:
-            colour = davis_palette()[marker.id] / 255.0
+            colour = PALETTE[marker.id] / 255.0
             assert (marker.color.r, marker.color.g, marker.color.b) == pytest.approx(colour)
 
 
