@@ -191,7 +191,7 @@ def test_compressed_plain_format_string_decodes():
 # --- malformed input -------------------------------------------------------------------
 
 @pytest.mark.parametrize('msg, match', [
-    (_raw_message('32FC1', 2, 2, 8, bytes(16)), "unsupported image encoding '32FC1'"),
+    (_raw_message('64FC1', 2, 2, 16, bytes(32)), "unsupported image encoding '64FC1'"),
     (_raw_message('rgb8', 2, 2, 6, bytes(11)),
      r'data has 11 bytes, expected step\*height = 6\*2 = 12'),
     (_raw_message('rgb8', 2, 4, 10, bytes(20)),
