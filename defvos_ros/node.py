@@ -158,7 +158,8 @@ class DefvosNode(LifecycleNode):
         settings = self.settings
         self.objects_3d = Objects3DStage(settings.objects_3d_config(),
                                          settings.depth_tolerance_sec,
-                                         settings.depth_buffer_size, self.warnings.warn)
+                                         settings.depth_buffer_size, self.warnings.warn,
+                                         settings.depth_wait_sec)
         masks_qos = settings.masks_qos()
         self.objects_3d_pub = self.create_lifecycle_publisher(Object3DArray, OBJECTS_3D_TOPIC,
                                                               masks_qos)

@@ -53,9 +53,10 @@ class Objects3DStage:
     """Depth pairing, measurement, counters and warnings of the node's 3D output."""
 
     def __init__(self, config: Objects3DConfig, tolerance_sec: float, buffer_size: int,
-                 warn: Callable[..., None]) -> None:
+                 warn: Callable[..., None], wait_sec: float = 0.0) -> None:
         self.config = config
         self.tolerance_ns = int(round(tolerance_sec * 1e9))
+        self.wait_sec = wait_sec  # for a depth image still on its way
         self.depth_frames: StampMatcher[Image] = StampMatcher(buffer_size)
         self._camera_info: Optional[CameraInfo] = None
         self._warn = warn
@@ -86,7 +87,7 @@ class Objects3DStage:
         """Return the 3D measurement of the frame stamped ``stamp_ns`` with label map ``labels``."""
         values = sorted(object_values)
         where = f'3D positions of frame {format_stamp(stamp_ns)}'
-        match = self.depth_frames.match(stamp_ns, self.tolerance_ns)
+        match = self.depth_frames.match(stamp_ns, self.tolerance_ns, self.wait_sec)
         if match.outcome != MATCHED:
             kind = f'depth_{match.outcome}'
             if match.outcome == MISSING:
@@ -95,7 +96,9 @@ class Objects3DStage:
                 text = (f'the nearest depth image is {abs(match.offset_ns) * 1e-9:.3f} s '
                         f"{'older' if match.offset_ns < 0 else 'newer'} (stamped "
                         f'{format_stamp(match.stamp_ns)}), beyond depth_tolerance_sec '
-                        f'{self.tolerance_ns * 1e-9:g}')
+                        f'{self.tolerance_ns * 1e-9:g}' + (
+                            f' (waited depth_wait_sec {self.wait_sec:g})'
+                            if match.offset_ns < 0 and self.wait_sec > 0 else ''))
             return self._frame_failed(values, NO_DEPTH_FRAME, kind, f'{where}: {text}')
         shape = labels.shape[:2]
         info = self._camera_info

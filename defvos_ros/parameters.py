@@ -123,6 +123,7 @@ class NodeSettings:
     depth_topic: str = ''  # '' = no 3D output
     camera_info_topic: str = ''  # '' = 'camera_info' beside the depth topic
     depth_tolerance_sec: float = 0.02
+    depth_wait_sec: float = 0.02
     depth_buffer_size: int = 10
     depth_erosion_px: int = Objects3DConfig.erosion_px
     depth_extent_percentile: float = Objects3DConfig.extent_percentile
@@ -308,6 +309,9 @@ SPECS: dict[str, _Spec] = {
                                "depth); empty = 'camera_info' beside depth_topic."),
     'depth_tolerance_sec': _Spec('Largest gap between a depth stamp and a colour stamp for '
                                  'the two to be paired (seconds).', float_range=(0.0, 10.0)),
+    'depth_wait_sec': _Spec('How long the 3D step waits (after the masks are out) for a depth '
+                            'image not received yet, when every held one is older; 0 = never.',
+                            float_range=(0.0, 5.0)),
     'depth_buffer_size': _Spec('Recent depth images kept for pairing by stamp.',
                                int_range=(1, 1000)),
     'depth_erosion_px': _Spec("Pixels taken off each mask's rim before its depth is read "

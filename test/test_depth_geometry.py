@@ -7,6 +7,8 @@ computed from the scene, not recorded from a run.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -156,3 +158,14 @@ def test_stamp_matcher_pairs_the_nearest_stamp_within_the_tolerance():
         StampMatcher(0)
     matcher.clear()
     assert matcher.match(6, 2).outcome == MISSING
+
+
+def test_stamp_matcher_waits_for_a_pair_still_on_its_way():
+    matcher: StampMatcher[str] = StampMatcher(capacity=4)
+    matcher.push(1000, 'earlier')
+    late = threading.Timer(0.05, matcher.push, (1040, 'late'))  # arrives after the ask
+    late.start()
+    assert matcher.match(1040, 0, wait_s=10.0).item == 'late'
+    late.join()
+    assert matcher.match(1080, 0).outcome == STALE  # no wait asked: answered at once
+    assert matcher.match(1015, 0, wait_s=10.0).outcome == STALE  # a newer one is held

@@ -5,12 +5,14 @@ its depth frame arrive in either order and either may be lost. The matcher keeps
 ``capacity`` depth items (whatever they are: the node stores the raw messages, converted
 only when used) and answers a colour stamp with the nearest one within a tolerance, or says
 why there is none: nothing received yet (``missing``), or the nearest is too old (``stale``)
-or too new (``future``).
+or too new (``future``). When every held stamp is older, the pair may still be on its way:
+``match`` can wait a bounded time for it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Generic, Optional, TypeVar
@@ -38,6 +40,7 @@ class StampMatcher(Generic[Item]):
             raise ValueError(f"stamp matcher capacity must be >= 1, got {capacity}")
         self._items: deque[tuple[int, Item]] = deque(maxlen=capacity)
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
 
     def __len__(self) -> int:
         with self._lock:
@@ -45,18 +48,28 @@ class StampMatcher(Generic[Item]):
 
     def push(self, stamp_ns: int, item: Item) -> None:
         """Add an item (the oldest received is forgotten when full)."""
-        with self._lock:
+        with self._arrived:
             self._items.append((stamp_ns, item))
+            self._arrived.notify_all()
 
-    def match(self, stamp_ns: int, tolerance_ns: int) -> StampMatch[Item]:
+    def match(self, stamp_ns: int, tolerance_ns: int, wait_s: float = 0.0) -> StampMatch[Item]:
         """Return the item whose stamp is nearest to ``stamp_ns`` if within ``tolerance_ns``.
 
         Stamps need not arrive in order; among equally near ones the last received wins.
+        wait_s: while every held stamp is older than ``stamp_ns`` (the pair may still come),
+        wait up to this long for newer items; nothing held or a newer one held: no wait.
         """
         if tolerance_ns < 0:
             raise ValueError(f"tolerance must be >= 0 ns, got {tolerance_ns}")
-        with self._lock:
-            items = list(self._items)
+        deadline = time.monotonic() + wait_s
+        with self._arrived:
+            while True:
+                items = list(self._items)
+                remaining = deadline - time.monotonic()
+                if (not items or remaining <= 0
+                        or max(stamp for stamp, _ in items) >= stamp_ns - tolerance_ns):
+                    break
+                self._arrived.wait(remaining)
         if not items:
             return StampMatch(MISSING)
         best_stamp, best_item = min(reversed(items), key=lambda pair: abs(pair[0] - stamp_ns))
