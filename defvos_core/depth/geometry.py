@@ -165,15 +165,17 @@ def object_positions(labels: np.ndarray, depth: np.ndarray, intrinsics: Intrinsi
     readings = has_reading(depth)
     interiors = object_interiors(labels, config.erosion_px)
     flat = np.flatnonzero((interiors > 0) & readings)  # (N,): flat indices, row-major
-    rows, cols = np.divmod(flat, labels.shape[1])
     found = interiors.ravel()[flat]
+    order = np.argsort(found, kind="stable")  # a counting sort: each object's pixels in a run
+    rows, cols = np.divmod(flat[order].astype(np.int32), np.int32(labels.shape[1]))
     counts = np.bincount(found, minlength=256)
+    ends = np.cumsum(counts)
     positions = {}
     for value in values:
         erosion = config.erosion_px
         if counts[value]:
-            pick = found == value
-            object_rows, object_cols = rows[pick], cols[pick]
+            run = slice(int(ends[value] - counts[value]), int(ends[value]))
+            object_rows, object_cols = rows[run], cols[run]
         elif not (labels == value).any():
             positions[value] = ObjectPosition(ABSENT)
             continue
@@ -201,7 +203,9 @@ def _measure(rows: np.ndarray, cols: np.ndarray, depth: np.ndarray, depth_scale:
     z = depth[rows, cols] * np.float32(depth_scale)
     # each point anywhere in its step x step footprint: R2 sequence offsets in (-1/2, 1/2)
     du, dv = _footprint_offsets(len(rows))
-    axes = back_project(cols + step * du, rows + step * dv, z, intrinsics)  # (3, N)
+    if step > 1:
+        du, dv = du * np.float32(step), dv * np.float32(step)
+    axes = back_project(cols + du, rows + dv, z, intrinsics)  # (3, N)
     p = config.extent_percentile
     low, centroid, high = axis_percentiles(axes, [p, 50.0, 100.0 - p])  # (3,) each
     spread = (high - low) / (1.0 - 2.0 * p / 100.0)
