@@ -139,5 +139,5 @@ class Objects3DStage:
             values = [(f'3D: {name}', self.counts[name]) for name in
                       ('frames measured', 'frames without 3D', 'objects located')]
         values += [(f'3D: {kind}', count) for kind, count in sorted(warning_counts.items())
-                   if kind.startswith(('depth_', 'camera_info_'))]
+                   if kind.startswith(('depth_', 'camera_info_', 'objects_3d_'))]
         return values

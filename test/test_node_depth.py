@@ -284,6 +284,19 @@ def test_bad_depth_input_keeps_the_masks_and_says_why(ros, pipeline, clip):
     assert counts['3D: frames without 3D'] == '8' and counts['3D: objects located'] == '1'
     assert all(counts[f'3D: {kind}'] == '1' for kind in kinds), counts
 
+    def fault(*args):
+        raise ZeroDivisionError('a fault inside the 3D step')
+
+    node.objects_3d.measure = fault  # an unexpected error: warned, the masks stay counted
+    stamp = next(stamps)
+    depth.send_depth(bear_depth(truth[10]), stamp)
+    client.send_frame(frames[10], stamp)
+    assert np.any(labels_of(client.wait_mask(stamp)) == 1)
+    assert wait_until(lambda: node.warnings.counts['objects_3d_error'] == 1)
+    assert ros.wait_log(node.get_logger().name, '[objects_3d_error]').startswith(
+        '3D positions failed: ZeroDivisionError')
+    assert node.stats.dropped['error'] == 0
+
 
 def test_without_a_depth_topic_nothing_3d_exists(ros, pipeline, clip):
     frames, truth = clip
