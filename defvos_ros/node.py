@@ -457,7 +457,7 @@ class DefvosNode(LifecycleNode):
                     header: Header) -> None:
         """Publish objects_3d (and the cloud and markers when subscribed) after the masks."""
         try:
-            frame = self.objects_3d.measure(result.labels, result.object_ids, stamp_ns)
+            frame = self.objects_3d.measure(result.labels, result.object_ids, stamp_ns, ids)
             self.objects_3d_pub.publish(objects_3d_message(frame, ids, header))
             if self.cloud_pub.get_subscription_count() > 0:
                 self.cloud_pub.publish(cloud_message(frame, header,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
@@ -82,9 +82,12 @@ class Objects3DStage:
         self.depth_frames.clear()
 
     # --------------------------------------------------------------------- worker thread
-    def measure(self, labels: np.ndarray, object_values: Iterable[int],
-                stamp_ns: int) -> Frame3D:
-        """Return the 3D measurement of the frame stamped ``stamp_ns`` with label map ``labels``."""
+    def measure(self, labels: np.ndarray, object_values: Iterable[int], stamp_ns: int,
+                names: Optional[Mapping[int, str]] = None) -> Frame3D:
+        """Return the 3D measurement of the frame stamped ``stamp_ns`` with label map ``labels``.
+
+        names: the object id of each mask value, for warnings (default: the values).
+        """
         values = sorted(object_values)
         where = f'3D positions of frame {format_stamp(stamp_ns)}'
         match = self.depth_frames.match(stamp_ns, self.tolerance_ns, self.wait_sec)
@@ -97,8 +100,8 @@ class Objects3DStage:
                         f"{'older' if match.offset_ns < 0 else 'newer'} (stamped "
                         f'{format_stamp(match.stamp_ns)}), beyond depth_tolerance_sec '
                         f'{self.tolerance_ns * 1e-9:g}' + (
-                            f' (waited depth_wait_sec {self.wait_sec:g})'
-                            if match.offset_ns < 0 and self.wait_sec > 0 else ''))
+                            f'; depth_wait_sec is {self.wait_sec:g}' if match.offset_ns < 0
+                            else ''))
             return self._frame_failed(values, NO_DEPTH_FRAME, kind, f'{where}: {text}')
         shape = labels.shape[:2]
         info = self._camera_info
@@ -114,16 +117,15 @@ class Objects3DStage:
                                       f'{where}: {error}', match.stamp_ns)
         positions = object_positions(labels, depth, intrinsics, values, self.config,
                                      depth_scale)
-        starved = [value for value, position in positions.items()
+        starved = [(names or {}).get(value, str(value)) for value, position in positions.items()
                    if position.status == NO_DEPTH_POINTS]
         with self._lock:
             self.counts['frames measured'] += 1
             self.counts['objects located'] += sum(p.ok for p in positions.values())
         if starved:
-            self._warn('depth_no_points', f'{where}: objects with mask values {starved} have '
-                       f'fewer than depth_min_points ({self.config.min_points}) depth readings '
-                       'under their eroded mask (out of range, or no reading there)',
-                       rejected=False)
+            self._warn('depth_no_points', f'{where}: objects {starved} have fewer than '
+                       f'depth_min_points ({self.config.min_points}) depth readings under '
+                       'their eroded mask (out of range, or no reading there)', rejected=False)
         return Frame3D(values, positions, None, match.stamp_ns)
 
     def _frame_failed(self, values: list[int], status: str, kind: str, text: str,

@@ -277,7 +277,7 @@ def test_bad_depth_input_keeps_the_masks_and_says_why(ros, pipeline, clip):
                        ('depth_size', 'depth image is 200x240'),
                        ('depth_encoding', "depth encoding 'rgb8' is not supported"),
                        ('depth_stale', '0.040 s older'),
-                       ('depth_no_points', 'fewer than depth_min_points')):
+                       ('depth_no_points', "objects ['1'] have fewer than depth_min_points")):
         ros.wait_log(node.get_logger().name, f'[{kind}]')
         assert ros.log_messages(node.get_logger().name, text), kind
     counts = depth.diagnostics(lambda v: v.get('3D: frames measured') == '2')
