@@ -587,6 +587,9 @@ def test_crossval_refuses_what_came_from_outside_the_fold(tmp_path, teacher_weig
     final = stage_config(chained, chained.stages[1], None, options)
     assert final.data.split == "train" and final.data.holdout == []
     assert final.distill.teacher_weights == str(tmp_path / "final" / "teacher.pt")
+    present = [str(DATA.parent / name) for name in ("ecssd", "duts-tr")
+               if (DATA.parent / name).is_dir()]
+    assert final.data.static.roots == present  # the still folders under --data
     (tmp_path / "fold0").mkdir()
     with pytest.raises(FileExistsError, match="--resume"):
         run_crossval(chained_recipe([str(TINY_TEACHER)]), options)

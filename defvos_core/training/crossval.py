@@ -70,7 +70,9 @@ def stage_overrides(recipe: Recipe, stage: StageSpec, fold: int | None,
     else:
         forced += [f"data.split=train-fold{fold}", f"validation.split=fold{fold}"]
     if options.data is not None:
-        stills = ",".join(str(options.data / name) for name in (ECSSD_NAME, DUTS_NAME))
+        # the still folders present (a packed .device_data/ carries ECSSD only)
+        stills = ",".join(str(options.data / name) for name in (ECSSD_NAME, DUTS_NAME)
+                          if (options.data / name).is_dir())
         forced += [f"data.root={options.data / DAVIS_NAME}", f"data.static.roots=[{stills}]"]
     if stage.init:
         forced.append(f"init_weights={folder / stage.init}.pt")
