@@ -14,6 +14,7 @@ from typing import Any
 
 from defvos_core.config import TrackerConfig
 from defvos_core.inference.backend import Backend, TorchBackend
+from defvos_core.inference.native_memory import bound_kernel_cache
 from defvos_core.inference.tracker import Tracker
 from defvos_core.model.checkpoint import load_model, read_model_config, resolve_weights
 
@@ -29,6 +30,7 @@ def build_backend(weights: str | Path | None = None, config: TrackerConfig | Non
     ValueError naming the weights file or the setting at fault.
     """
     config = config or TrackerConfig()
+    bound_kernel_cache()  # before the first CPU kernel is compiled (native_memory)
     path = resolve_weights(weights)
     if model_overrides and config.backend != "torch":
         raise ValueError("model overrides run with the torch backend only")

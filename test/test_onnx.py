@@ -328,8 +328,8 @@ def test_onnx_dir_of_another_size_weights_or_short_side_is_refused(clip, export_
     frames, seed, _ = clip
     backend = onnx_backend(onnx_dir=export_dir)
     tracker = Tracker(backend, CONFIG)
-    small = np.ascontiguousarray(frames[0][:, :300])  # short side 240, padded 240x304
-    with pytest.raises(ValueError, match="padded size 240x432.*240x304"):
+    small = np.ascontiguousarray(frames[0][:, :300])  # short side 240, processed at 240x320
+    with pytest.raises(ValueError, match="padded size 240x432.*240x320"):
         tracker.add_objects(small, seed[:, :300])
     with pytest.raises(ValueError, match="short side 240"):
         onnx_backend(config=TrackerConfig(size=120), onnx_dir=export_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -15,15 +16,25 @@ from defvos_core.model.vos_model import STRIDE, mask_to_stride4
 
 #: `input_labels` upsamples this many bytes of channels at a time (a few channels at 1080p).
 LABEL_CHUNK_BYTES = 32 * 2**20
+#: Long side / short side of the processing shapes: a frame is padded up to the first of
+#: these that holds it. Cameras (1:1, 4:3, 3:2, 16:9, 21:9) keep the shape they had when
+#: each side was only padded to the stride (5:4 pads to 4:3); every other size shares one of
+#: a few shapes, so that per-shape kernel caches and buffers stay bounded (a node fed frames of
+#: every size would otherwise grow with the sizes it has seen; README, Limits).
+ASPECT_STEPS = (1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 64 / 27, 3.0, 4.0, 6.0, 8.0)
+#: A short side shrunk below the configured size by `max_long_side` (5.3:1 to 8:1 frames at
+#: the defaults) is padded to a multiple of this (at most the configured size) instead of
+#: the stride.
+FREE_SHORT_STEP = 4 * STRIDE
 
 
 @dataclass(frozen=True)
 class FrameGeometry:
-    """Input size, the resized size the model sees, and that size padded to the stride."""
+    """Input size, the resized size the model sees, and its padded processing shape."""
 
     input_size: tuple[int, int]  # (H, W) of the camera frame
     resized: tuple[int, int]  # (h, w) after resizing to the processing size
-    padded: tuple[int, int]  # (h, w) padded to a multiple of STRIDE
+    padded: tuple[int, int]  # (h, w) a multiple of STRIDE (`processing_shape`)
 
     @staticmethod
     def for_input(height: int, width: int, short_side: int | None,
@@ -31,18 +42,51 @@ class FrameGeometry:
         """Return the geometry of `height` x `width` frames.
 
         The short side is resized to `short_side` (None: kept), then both shrink if needed
-        so that the long side is at most `max_long_side`; the result is padded to STRIDE.
+        so that the long side is at most `max_long_side`; the result is padded to one of a
+        few processing shapes (`processing_shape`).
         """
         if height <= 0 or width <= 0:
             raise ValueError(f"empty frame of size {height}x{width}")
         scale = 1.0 if short_side is None else short_side / min(height, width)
+        # the long side capped: the short side is no longer the configured size
+        free_short = short_side is not None and max_long_side / max(height, width) < scale
         scale = min(scale, max_long_side / max(height, width))
         if scale == 1.0:
             resized = (height, width)
         else:
             resized = (max(1, round(height * scale)), max(1, round(width * scale)))
-        padded = tuple(-(-side // STRIDE) * STRIDE for side in resized)
-        return FrameGeometry((height, width), resized, padded)
+        return FrameGeometry((height, width), resized,
+                             processing_shape(resized, max_long_side,
+                                              _pad(short_side) if free_short else None))
+
+
+def _pad(side: int, step: int = STRIDE) -> int:
+    return -(-side // step) * step
+
+
+def processing_shape(resized: tuple[int, int], max_long_side: int,
+                     free_short_limit: int | None = None) -> tuple[int, int]:
+    """Return the padded shape (h, w) the model processes a `resized` frame at.
+
+    The short side is padded to STRIDE; with `free_short_limit` (it was shrunk below the
+    configured size by `max_long_side`) to FREE_SHORT_STEP, at most that limit, and the
+    padded short side is then the base of the steps. The long side is padded to the first
+    `ASPECT_STEPS` multiple of the short side that holds it, padded to STRIDE (at most
+    `max_long_side` padded to STRIDE, or the long side itself beyond). So for a given
+    processing size the model sees a bounded set of shapes, whatever sizes the frames
+    come in.
+    """
+    short, long = sorted(resized)
+    free_short = free_short_limit is not None
+    padded_short = min(_pad(short, FREE_SHORT_STEP), free_short_limit) if free_short \
+        else _pad(short)
+    base = padded_short if free_short else short  # the configured size: a fixed base
+    ceiling = max(_pad(max_long_side), _pad(long))
+    steps = (min(_pad(math.ceil(base * ratio - 1e-6)), ceiling) for ratio in ASPECT_STEPS)
+    padded_long = max(next((side for side in steps if side >= long), ceiling), padded_short)
+    if resized[0] <= resized[1]:
+        return padded_short, padded_long
+    return padded_long, padded_short
 
 
 def check_aspect_ratio(height: int, width: int, max_aspect_ratio: float) -> None:

@@ -21,6 +21,7 @@ from defvos_core.config import TrackerConfig
 from defvos_core.errors import FrameError
 from defvos_core.inference.backend import Backend
 from defvos_core.inference.memory import MemoryFrame, MemoryManager
+from defvos_core.inference.native_memory import release_free_memory
 from defvos_core.inference.objects import ObjectManager, merge_banks, remap_slots
 from defvos_core.inference.preprocess import (
     FrameGeometry,
@@ -77,6 +78,7 @@ class Tracker:
         self.memory = MemoryManager(self.config.mem_every, self.config.max_memory_frames,
                                     self.config.max_seed_frames)
         self.geometry: FrameGeometry | None = None
+        self._last_geometry: FrameGeometry | None = None  # kept across reset()
         self.frame_index = -1
         self.presence = PresenceTracker(self.config.presence)
         self.prompts = PromptSeeder(backend, self.config)  # boxes / clicks -> seed masks
@@ -262,8 +264,12 @@ class Tracker:
     def _prepare(self, frame: np.ndarray) -> torch.Tensor:
         self._check_frame(frame)
         if self.geometry is None or self.geometry.input_size != frame.shape[:2]:
+            previous = self.geometry or self._last_geometry
             self.geometry = FrameGeometry.for_input(frame.shape[0], frame.shape[1],
                                                     self.config.size, self.config.max_long_side)
+            if previous is not None and previous != self.geometry:
+                release_free_memory()  # the last size's buffers (native_memory)
+            self._last_geometry = self.geometry
         self.frame_index += 1
         return frame_to_tensor(frame, self.geometry, self.backend.device, self.backend.dtype)
 
