@@ -43,7 +43,8 @@ class FrameGeometry:
 
         The short side is resized to `short_side` (None: kept), then both shrink if needed
         so that the long side is at most `max_long_side`; the result is padded to one of a
-        few processing shapes (`processing_shape`).
+        few processing shapes (`processing_shape`), or with `short_side` None (shapes follow
+        the input anyway) each side to STRIDE.
         """
         if height <= 0 or width <= 0:
             raise ValueError(f"empty frame of size {height}x{width}")
@@ -55,6 +56,8 @@ class FrameGeometry:
             resized = (height, width)
         else:
             resized = (max(1, round(height * scale)), max(1, round(width * scale)))
+        if short_side is None:  # the input size, as asked: each side only to the stride
+            return FrameGeometry((height, width), resized, (_pad(resized[0]), _pad(resized[1])))
         return FrameGeometry((height, width), resized,
                              processing_shape(resized, max_long_side,
                                               _pad(short_side) if free_short else None))
