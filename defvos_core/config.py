@@ -6,7 +6,8 @@ YAML files and CLI overrides are applied with `defvos_core.config_io`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Iterable
 
 #: Label value 255 is "void" (the DAVIS convention): in a seed it counts as background, and
 #: no object ever gets it. Object ids are 1..MAX_OBJECT_ID (label maps are uint8 / mono8).
@@ -16,6 +17,48 @@ BACKENDS = ("torch", "onnxruntime")
 #: How a box / clicks become a seed mask: a source, then optionally the tracker's own segment
 #: pass of the seed frame against it ("+refine"); "rect" (the box itself) is for boxes only.
 PROMPT_METHODS = ("head", "head+refine", "grabcut", "grabcut+refine", "rect+refine")
+POINTS_PROMPT_METHODS = tuple(m for m in PROMPT_METHODS if not m.startswith("rect"))
+
+
+def setting(default: Any = MISSING, *, accepted: tuple[Any, Any] | None = None,
+            choices: Iterable[str] | None = None, none_ok: bool = False) -> Any:
+    """Return a dataclass field that records which values it accepts.
+
+    accepted: the inclusive range (low, high); choices: the allowed strings; none_ok: None
+    is accepted too. The one place each setting's range is written: `check_settings`
+    validates the dataclass with it and the ROS node derives its parameter descriptors and
+    doc/parameters.md from it (`defvos_ros.parameters`).
+    """
+    metadata: dict[str, Any] = {"none_ok": none_ok}
+    if accepted is not None:
+        metadata["range"] = accepted
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return field(default=default, metadata=metadata)
+
+
+def check_setting(item: Field, value: Any, name: str | None = None,
+                  none_as: str = "None") -> None:
+    """Raise ValueError naming the setting when `value` is outside what `item` accepts.
+
+    none_as: how the message names the value that stands for None (the node: 0).
+    """
+    name = name or item.name
+    if value is None and item.metadata.get("none_ok"):
+        return
+    low, high = item.metadata.get("range", (None, None))
+    if low is not None and not low <= value <= high:
+        raise ValueError(f"{name} is {value!r}; expected {low} to {high}"
+                         + (f" or {none_as}" if item.metadata.get("none_ok") else ""))
+    choices = item.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ValueError(f"{name} is {value!r}; expected one of {list(choices)}")
+
+
+def check_settings(config: Any, prefix: str = "") -> None:
+    """Check every field of the dataclass `config` against its `setting` metadata."""
+    for item in fields(config):
+        check_setting(item, getattr(config, item.name), prefix + item.name)
 
 
 @dataclass
@@ -83,17 +126,12 @@ class PromptConfig:
     (`python -m defvos_core.evaluate_prompts`).
     """
 
-    box_method: str = "head"
-    points_method: str = "head"
-    grabcut_iterations: int = 5  # GrabCut's EM iterations
+    box_method: str = setting("head", choices=PROMPT_METHODS)
+    points_method: str = setting("head", choices=POINTS_PROMPT_METHODS)  # rect needs a box
+    grabcut_iterations: int = setting(5, accepted=(1, 50))  # GrabCut's EM iterations
 
     def __post_init__(self) -> None:
-        for name in ("box_method", "points_method"):
-            if getattr(self, name) not in PROMPT_METHODS:
-                raise ValueError(f"prompts.{name}: unknown method {getattr(self, name)!r}, "
-                                 f"expected one of {PROMPT_METHODS}")
-        if self.points_method.startswith("rect"):
-            raise ValueError("prompts.points_method: 'rect' needs a box")
+        check_settings(self, "prompts.")
 
 
 @dataclass
@@ -102,36 +140,38 @@ class PresenceConfig:
 
     Present: its mask covers at least `min_area_fraction` of the frame and its confidence is
     at least its median over its last `window` present frames minus `confidence_drop`
-    (<= 0 turns that test off). Chosen on synthetic full occlusions of the training
+    (0 turns that test off). Chosen on synthetic full occlusions of the training
     sequences (`python -m defvos_core.evaluate_occlusion`; README, Results).
     """
 
-    confidence_drop: float = 0.06
-    window: int = 10
-    min_area_fraction: float = 0.0
+    confidence_drop: float = setting(0.06, accepted=(0.0, 1.0))
+    window: int = setting(10, accepted=(1, 1000))
+    min_area_fraction: float = setting(0.0, accepted=(0.0, 0.5))
 
     def __post_init__(self) -> None:
-        if self.window < 1 or not 0.0 <= self.min_area_fraction < 1.0:
-            raise ValueError(f"presence: window >= 1 and 0 <= min_area_fraction < 1, got "
-                             f"{self.window}, {self.min_area_fraction}")
+        check_settings(self, "presence.")
 
 
 @dataclass
 class TrackerConfig:
     """Per-video inference settings: processing size, memory policy, runtime and device."""
 
-    size: int | None = 240  # short side the frames are resized to; None keeps the input size
+    # short side the frames are resized to; None keeps the input size
+    size: int | None = setting(240, accepted=(32, 4096), none_ok=True)
     # Bounds of the processing size against extreme shapes (a 100x1 frame would otherwise be
     # processed at 240x24000): the long side after resizing is at most `max_long_side` (the
     # short side shrinks to match), and frames longer than `max_aspect_ratio`:1 are refused
     # (FrameError "frame_shape"). Cameras are 4:3 to 21:9, panoramas up to 8:1; at the
     # default size a 21:9 frame is processed at 240x560 and an 8:1 one at 160x1280.
-    max_long_side: int = 1280
-    max_aspect_ratio: float = 8.0
-    mem_every: int = 5  # add a frame to the long-term FIFO every this many frames
-    max_memory_frames: int = 6  # bound of the long-term FIFO (seed frames not counted)
-    max_seed_frames: int = 4  # bound of the kept seed frames (oldest dropped first)
-    backend: str = "torch"  # torch | onnxruntime
+    max_long_side: int = setting(1280, accepted=(32, 8192))
+    max_aspect_ratio: float = setting(8.0, accepted=(1.0, 100.0))
+    # add a frame to the long-term FIFO every this many frames
+    mem_every: int = setting(5, accepted=(1, 1000))
+    # bound of the long-term FIFO (seed frames not counted; 0 = seeds and the last frame)
+    max_memory_frames: int = setting(6, accepted=(0, 100))
+    # bound of the kept seed frames (oldest dropped first)
+    max_seed_frames: int = setting(4, accepted=(1, 100))
+    backend: str = setting("torch", choices=BACKENDS)
     device: str = "cpu"  # torch device (the onnxruntime backend runs where its providers do)
     fp16: bool = False  # half precision (CUDA; onnxruntime: fp16 graphs)
     # bfloat16 weights, activations and memory with the torch backend: for CPUs with native
@@ -146,27 +186,17 @@ class TrackerConfig:
     # clips composited from training sequences, where 1 led for 3, 5 and 10 objects and
     # lost to one shared bank for 2 (python -m defvos_core.evaluate_multi --split train
     # --objects 2,3,5,10 --clips 10 --max-frames 30 --no-single --slots-per-bank 10,5,3,2,1).
-    slots_per_bank: int = 1
+    slots_per_bank: int = setting(1, accepted=(0, 64))
     onnx: OnnxConfig = field(default_factory=OnnxConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}: expected one of {BACKENDS}")
-        if self.max_long_side < 1:
-            raise ValueError(f"max_long_side must be a positive number of pixels, got "
-                             f"{self.max_long_side}")
-        if self.max_aspect_ratio < 1:
-            raise ValueError(f"max_aspect_ratio is long side / short side, so >= 1; got "
-                             f"{self.max_aspect_ratio}")
+        check_settings(self)
         if self.fp16 and self.bf16:
             raise ValueError("fp16 and bf16 are exclusive: choose one precision")
         if self.bf16 and self.backend != "torch":
             raise ValueError(f"bf16 runs with the torch backend only, not {self.backend!r}")
-        if self.slots_per_bank < 0:
-            raise ValueError(f"slots_per_bank must be >= 0 (0 = all the model's ID slots), got "
-                             f"{self.slots_per_bank}")
 
     def bank_slots(self, max_objects: int) -> int:
         """ID slots used per bank with a model of `max_objects` slots (`slots_per_bank`)."""

@@ -5,16 +5,18 @@ Every parameter is declared here with a description, a range where one applies, 
 change at run time (``overlay``, ``max_objects``, ``seed_tolerance_sec``, ``seed_wait_sec``)
 are validated by ``validate_update``.
 
-One source for each default: the tracker's parameters (``size``, ``mem_every``, ...,
-``providers``) are fields of ``defvos_core.config.TrackerConfig`` and take its defaults
-(``TRACKER_PARAMETERS`` maps names); the node's own are the fields of ``NodeSettings``.
-``config/defvos.yaml`` lists them all with the same values (a test ties the three).
+One source for each default and range: the tracker's parameters (``size``, ``mem_every``,
+..., ``providers``) are fields of ``defvos_core.config.TrackerConfig`` and take its defaults
+and the ranges / choices its fields record (``TRACKER_PARAMETERS`` maps names; the core
+validates with the same metadata); the node's own are the fields of ``NodeSettings``, their
+ranges written in ``SPECS``. ``config/defvos.yaml`` lists them all with the same values (a
+test ties the three).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any, Optional
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -23,7 +25,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 
-from defvos_core.config import BACKENDS, MAX_OBJECT_ID, PROMPT_METHODS, TrackerConfig
+from defvos_core.config import MAX_OBJECT_ID, TrackerConfig, check_setting
 from defvos_core.depth.geometry import Objects3DConfig
 from defvos_ros.diagnostics import DiagnosticThresholds
 
@@ -51,6 +53,15 @@ TRACKER_PARAMETERS: dict[str, str] = {
     'points_prompt_method': 'prompts.points_method',
     'grabcut_iterations': 'prompts.grabcut_iterations',
 }
+
+
+def tracker_field(name: str) -> Field:
+    """Return the TrackerConfig field (nested ones included) behind tracker parameter `name`."""
+    config: Any = TrackerConfig
+    *groups, leaf = TRACKER_PARAMETERS[name].split('.')
+    for group in groups:
+        config = next(item for item in fields(config) if item.name == group).default_factory
+    return next(item for item in fields(config) if item.name == leaf)
 
 
 def _tracker_value(config: TrackerConfig, path: str) -> Any:
@@ -217,7 +228,7 @@ class _Spec:
 SPECS: dict[str, _Spec] = {
     'weights': _Spec('Weights file (.pt; the onnxruntime backend derives its graphs from '
                      'it); empty = the shipped student (defvos_core/assets/student.pt).'),
-    'backend': _Spec('Compute backend of the tracker.', choices=BACKENDS),
+    'backend': _Spec('Compute backend of the tracker.'),
     'device': _Spec("Torch device, e.g. 'cpu', 'cuda', 'cuda:0'."),
     'providers': _Spec('onnxruntime execution providers in priority order, e.g. '
                        "['CUDAExecutionProvider', 'CPUExecutionProvider']; empty = the "
@@ -226,40 +237,30 @@ SPECS: dict[str, _Spec] = {
     'bf16': _Spec('bfloat16 inference with the torch backend: for CPUs with native bf16 '
                   '(AVX512-BF16 / AMX; emulated and slower elsewhere) or CUDA. Not with fp16.'),
     'size': _Spec('Short side (pixels) frames are resized to for inference; 0 = input '
-                  'resolution. Masks are always published at the input resolution.',
-                  int_range=(0, 4096)),
-    'mem_every': _Spec('Add every N-th tracked frame to the long-term memory.',
-                       int_range=(1, 1000)),
-    'max_memory_frames': _Spec('Bound of the long-term memory FIFO (frames).',
-                               int_range=(1, 100)),
-    'max_seed_frames': _Spec('Bound of the kept seed frames (oldest dropped first).',
-                             int_range=(1, 100)),
+                  'resolution. Masks are always published at the input resolution.'),
+    'mem_every': _Spec('Add every N-th tracked frame to the long-term memory.'),
+    'max_memory_frames': _Spec('Bound of the long-term memory FIFO (frames; 0 = the seed '
+                               'frames and the last frame only).'),
+    'max_seed_frames': _Spec('Bound of the kept seed frames (oldest dropped first).'),
     'max_long_side': _Spec('Bound of the processing long side (pixels): the short side '
-                           'shrinks so the long side stays within it.', int_range=(32, 8192)),
+                           'shrinks so the long side stays within it.'),
     'max_aspect_ratio': _Spec('Frames longer than this many times their short side are '
-                              'refused with a warning (frame_shape).',
-                              float_range=(1.0, 100.0)),
+                              'refused with a warning (frame_shape).'),
     'presence_confidence_drop': _Spec('An object counts as absent (left out of the mask, '
                                       'present: false) when its score drops more than this '
-                                      'below its recent median; 0 = off.',
-                                      float_range=(0.0, 1.0)),
-    'presence_window': _Spec('Frames in the recent median of the presence test.',
-                             int_range=(1, 1000)),
+                                      'below its recent median; 0 = off.'),
+    'presence_window': _Spec('Frames in the recent median of the presence test.'),
     'presence_min_area_fraction': _Spec('An object covering less of the frame counts as '
-                                        'absent.', float_range=(0.0, 0.5)),
+                                        'absent.'),
     'slots_per_bank': _Spec('Objects per identity bank (0 = as many as the model has ID '
                             'slots); more banks cost time, fewer objects per bank keep them '
-                            'apart.', int_range=(0, 64)),
+                            'apart.'),
     'box_prompt_method': _Spec('How a box prompt becomes a seed mask: head (the weights\' '
                                'prompt head), grabcut (OpenCV, no learned model), rect (the box '
-                               'itself); "+refine" then segments the seed frame against it.',
-                               choices=PROMPT_METHODS),
+                               'itself); "+refine" then segments the seed frame against it.'),
     'points_prompt_method': _Spec('How click prompts become a seed mask (as '
-                                  'box_prompt_method; rect needs a box).',
-                                  choices=tuple(m for m in PROMPT_METHODS
-                                                if not m.startswith('rect'))),
-    'grabcut_iterations': _Spec('GrabCut iterations of the grabcut prompt methods.',
-                                int_range=(1, 50)),
+                                  'box_prompt_method; rect needs a box).'),
+    'grabcut_iterations': _Spec('GrabCut iterations of the grabcut prompt methods.'),
     'cuda_graphs': _Spec('Torch on CUDA: replay the per-frame work as CUDA graphs once the '
                          'memory is full (ignored on CPU).'),
     'num_threads': _Spec("Torch CPU threads for inference; 0 = torch's default.",
@@ -339,6 +340,29 @@ SPECS: dict[str, _Spec] = {
 }
 
 
+def _with_setting_range(name: str, spec: _Spec) -> _Spec:
+    """Return `spec` with the range or choices its TrackerConfig field records.
+
+    The tracker's settings carry their accepted values on their dataclass fields
+    (`defvos_core.config.setting`), the one source for the core's checks, these
+    descriptors and doc/parameters.md. Other parameters keep the ranges written in SPECS.
+    """
+    if name not in TRACKER_PARAMETERS:
+        return spec
+    metadata = tracker_field(name).metadata
+    low, high = metadata.get('range', (None, None))
+    if low is not None and metadata.get('none_ok'):
+        low = 0  # a ROS parameter cannot be None: 0 stands for it (size: the input size)
+    numbers = {}
+    if low is not None:
+        numbers = ({'float_range': (float(low), float(high))} if isinstance(high, float)
+                   else {'int_range': (low, high)})
+    return replace(spec, choices=metadata.get('choices', spec.choices), **numbers)
+
+
+SPECS = {name: _with_setting_range(name, spec) for name, spec in SPECS.items()}
+
+
 def _descriptor(name: str, spec: _Spec, default: Any) -> ParameterDescriptor:
     if isinstance(default, list):
         parameter_type = ParameterType.PARAMETER_STRING_ARRAY
@@ -380,12 +404,14 @@ def declare_parameters(node: Node) -> NodeSettings:
 def check_value(name: str, value: Any) -> None:
     """Raise ValueError naming the parameter when ``value`` is not one it accepts."""
     spec = SPECS[name]
-    if spec.choices and value not in spec.choices:
+    if name in TRACKER_PARAMETERS:
+        if name == 'size' and value == 0:
+            value = None
+        check_setting(tracker_field(name), value, f"parameter '{name}'",
+                      none_as='0 (input resolution)')
+    elif spec.choices and value not in spec.choices:
         raise ValueError(f"parameter '{name}' is {value!r}; expected one of "
                          f'{list(spec.choices)}')
-    if name == 'size' and 0 < value < 32:
-        raise ValueError(f"parameter 'size' is {value}; expected 0 (input resolution) or "
-                         '>= 32 pixels')
     if name == 'device' and not str(value).strip():
         raise ValueError("parameter 'device' is empty; expected e.g. 'cpu' or 'cuda:0'")
     if name == 'expected_image_sizes':

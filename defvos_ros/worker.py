@@ -96,11 +96,14 @@ class WorkerSnapshot:
 
 @dataclass
 class WorkerLimits:
-    """Run-time knobs the worker reads on every use (the node updates them)."""
+    """Run-time knobs the worker reads on every use (the node updates them).
 
-    max_objects: int = 10
-    seed_tolerance_sec: float = 0.01
-    seed_wait_sec: float = 1.0
+    No defaults here: the node passes its settings (`NodeSettings`, the one source).
+    """
+
+    max_objects: int
+    seed_tolerance_sec: float
+    seed_wait_sec: float
 
 
 class TrackingWorker:
