@@ -18,7 +18,7 @@ from defvos_core.data.still_images import heldout_every, read_still_split, split
 from defvos_core.evaluation.heldout_composites import (MAX_OBJECTS, HeldoutCompositeConfig,
                                                        heldout_composites, score_composites)
 
-from data_paths import DUTS, ECSSD, missing
+from data_paths import DATA, DUTS, ECSSD, REPO, missing
 
 
 def _folder(root: Path, count: int) -> Path:
@@ -99,3 +99,28 @@ def test_score_composites_scores_each_object(tmp_path):
     assert report["clips"] == 2 and report["objects"] == sum(
         int(clip.labels[0].max()) for clip in clips)
     assert 0.0 <= report["J&F"] <= 1.0 and set(report["by_count"]) <= {1, 2}
+
+
+@pytest.mark.skipif(bool(missing(ECSSD, DUTS)), reason=missing(ECSSD, DUTS))
+def test_evaluate_heldout_prints_records_and_refuses_bad_input(tmp_path, capsys):
+    from defvos_core.evaluate_heldout import main
+    from defvos_core.model.checkpoint import save_weights, weights_meta
+    from defvos_core.model.vos_model import VOSModel
+    from defvos_core.training.config import load_train_config
+
+    tiny = load_train_config(REPO / "config" / "training" / "tiny_cpu_static.yaml").model
+    weights = tmp_path / "tiny.pt"
+    save_weights(VOSModel(tiny), weights, meta={"trained": False})
+    common = ["--data", str(DATA), "--clips", "2", "--frames", "3", "--threads", "1"]
+    assert main(["--weights", "default", "--record", *common]) == 2
+    assert main(["--weights", str(tmp_path / "absent.pt"), *common]) == 2
+    assert main(["--weights", str(weights), "--split", "fold9", *common]) == 2
+    capsys.readouterr()
+    assert main(["--weights", str(weights), "--split", "val", "--record",
+                 "--json", str(tmp_path / "out.json"), *common]) == 0
+    assert "| composites spb=1" in capsys.readouterr().out
+    meta = weights_meta(weights)
+    assert sorted(meta["heldout_eval"]["per_sequence"]) == sorted(
+        ["bear", "car-turn", "hike", "mallard-water", "tennis"])
+    assert set(meta["heldout_composites"]) >= {"spb1", "spb0", "config", "command"}
+    assert meta["heldout_composites"]["spb1"]["clips"] == 2
