@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from defvos_core.build import build_tracker
-from defvos_core.config import TrackerConfig
+from defvos_core.config import TrackerConfig, student_config, teacher_config
+from defvos_core.config_io import to_dict
 from defvos_core.data.sequences import VideoSequence
 from defvos_core.data.video_io import list_frame_files
 from defvos_core.evaluation.metrics import summarize
@@ -29,12 +30,15 @@ SAMPLE = DEFAULT_STUDENT_WEIGHTS.parent / "sample" / "bear"
 MIB = 1024 * 1024
 
 
-@pytest.mark.parametrize("path, stage, max_mib", [
-    (DEFAULT_STUDENT_WEIGHTS, "student", 16), (DEFAULT_TEACHER_WEIGHTS, "teacher", 25)])
-def test_shipped_weights_are_trained_fp16_and_small(path: Path, stage: str, max_mib: int):
+@pytest.mark.parametrize("path, preset, max_mib", [
+    (DEFAULT_STUDENT_WEIGHTS, student_config, 16), (DEFAULT_TEACHER_WEIGHTS, teacher_config, 25)])
+def test_shipped_weights_are_trained_fp16_and_small(path: Path, preset, max_mib: int):
     payload = read_weights(path)
     meta = payload["meta"]
-    assert meta["trained"] is True and meta["stage"] == stage
+    assert meta["trained"] is True
+    architecture = {key: value for key, value in to_dict(preset()).items()
+                    if key not in ("pretrained_encoder", "prompt_head")}
+    assert {key: payload["model_config"][key] for key in architecture} == architecture
     assert path.stat().st_size <= max_mib * MIB
     floats = [v for v in payload["state_dict"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
@@ -43,10 +47,14 @@ def test_shipped_weights_are_trained_fp16_and_small(path: Path, stage: str, max_
     load_model(path)  # builds the model the file describes, strict state-dict load
 
 
-def test_shipped_student_is_distilled_from_the_shipped_teacher():
+def test_shipped_student_is_smaller_and_any_teacher_is_the_shipped_one():
+    """A distilled student names the shipped teacher (a teacher-free one names none)."""
     meta = read_weights(DEFAULT_STUDENT_WEIGHTS)["meta"]
-    assert Path(meta["teacher_weights"]).name == DEFAULT_TEACHER_WEIGHTS.name
-    assert meta["config"]["distill"]["attention"] > 0  # the paper's loss, not logits only
+    if meta["stage"] == "student":
+        assert Path(meta["teacher_weights"]).name == DEFAULT_TEACHER_WEIGHTS.name
+        assert meta["config"]["distill"]["attention"] > 0  # the paper's loss, not logits only
+    else:
+        assert meta["config"]["model_preset"] == "student" and "teacher_weights" not in meta
     sizes = [sum(p.numel() for p in load_model(path).parameters())
              for path in (DEFAULT_STUDENT_WEIGHTS, DEFAULT_TEACHER_WEIGHTS)]
     assert sizes[0] < sizes[1] / 2
