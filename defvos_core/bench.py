@@ -168,9 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{size:>5} {f'{width}x{height}':>9} {count:>4} {row['ms']:>9.1f} "
                   f"{row['ms_late']:>8.1f} {row['peak_mb']:>8.0f} {row['memory_mb']:>10.2f} "
                   f"{row['memory_frames']:>10}", flush=True)
-            graphs = getattr(row["tracker"].backend, "graphs", None)
+            graphs = row["tracker"].backend.graphs_summary()
             if graphs is not None:
-                print(f"# cuda graphs: {graphs.summary()}")
+                print(f"# cuda graphs: {graphs}")
     print(f"peak memory is the {first['peak_kind']}")
     if args.profile and first is not None:
         print(profile(first["tracker"], first["clip"][0], args.device))

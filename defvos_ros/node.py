@@ -271,14 +271,12 @@ class DefvosNode(LifecycleNode):
                 f"'{settings.tracker.device}' with weights "
                 f"{settings.weights or '(shipped student)'}: {type(error).__name__}: "
                 f'{error}') from error
-        prepare = getattr(tracker.backend, 'prepare', None)
         for height, width in settings.image_sizes():
-            if prepare is not None:
-                try:
-                    prepare(height, width)
-                except Exception as error:
-                    raise StartupError(f'cannot prepare the graphs for {height}x{width} '
-                                       f"(parameter 'expected_image_sizes'): {error}") from error
+            try:
+                tracker.backend.prepare(height, width)
+            except Exception as error:
+                raise StartupError(f'cannot prepare the graphs for {height}x{width} '
+                                   f"(parameter 'expected_image_sizes'): {error}") from error
         return tracker
 
     def destroy_node(self) -> None:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, Protocol
 import numpy as np
 
 from defvos_core.errors import FrameError, InputError, SeedError
+from defvos_core.inference.backend import Backend
 from defvos_core.inference.presence import Presence
 from defvos_core.inference.seeds import check_seed
 from defvos_core.inference.tracker import Tracker, TrackResult
@@ -407,14 +408,13 @@ class TrackingWorker:
     def _ready_for(self, size: tuple[int, int]) -> bool:
         """Whether the backend can run this frame's size now; if not, prepare it off-thread.
 
-        Only backends with per-size graphs (onnxruntime: `is_prepared`/`prepare`) are ever
-        not ready; the export runs on its own thread so the worker keeps serving requests.
+        Only backends with per-size graphs (onnxruntime) are ever not ready; the export
+        runs on its own thread so the worker keeps serving requests.
         """
         backend = self.tracker.backend
-        is_prepared = getattr(backend, 'is_prepared', None)
         size = (int(size[0]), int(size[1]))
         try:
-            if is_prepared is None or is_prepared(*size):
+            if backend.is_prepared(*size):
                 return True
         except InputError:
             return True  # a frame the tracker refuses: step() reports it
@@ -427,7 +427,7 @@ class TrackingWorker:
                              name='defvos-prepare').start()
         return False
 
-    def _prepare(self, backend: Any, size: tuple[int, int]) -> None:
+    def _prepare(self, backend: Backend, size: tuple[int, int]) -> None:
         try:
             backend.prepare(*size)
             self._log(logging.INFO, f'graphs for {size[0]}x{size[1]} frames ready')

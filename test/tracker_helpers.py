@@ -13,7 +13,7 @@ import torch
 from defvos_core.config import TrackerConfig, student_config
 from defvos_core.data.masks import read_label_map
 from defvos_core.data.video_io import list_frame_files, read_rgb
-from defvos_core.inference.backend import TorchBackend
+from defvos_core.inference.backend import Backend, TorchBackend
 from defvos_core.inference.tracker import Tracker
 from defvos_core.model.checkpoint import DEFAULT_STUDENT_WEIGHTS
 from defvos_core.model.propagation import MemoryTensors
@@ -62,7 +62,7 @@ def sample_clip() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return frames, truths
 
 
-class ShiftingOracle:
+class ShiftingOracle(Backend):
     """A stand-in backend that tracks perfectly a scene moving right by `shift` px per frame.
 
     Its identity entries are the stored masks themselves and its logits are the last frame's
@@ -92,6 +92,18 @@ class ShiftingOracle:
     def segment(self, features: FrameFeatures, memory: MemoryTensors) -> torch.Tensor:
         last = memory.short_id[:, 0, 0]  # (banks, S+1, h4, w4): the last frame's mask
         return torch.log(last.roll(self.shift_cells, dims=-1).clamp(min=1e-4))
+
+    def prepare(self, height: int, width: int) -> dict:
+        return {}
+
+    def is_prepared(self, height: int, width: int) -> bool:
+        return True
+
+    def prompt_head(self) -> None:
+        return None
+
+    def graphs_summary(self) -> None:
+        return None
 
 
 class SpyBackend:

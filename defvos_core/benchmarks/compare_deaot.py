@@ -81,8 +81,7 @@ class DefvosEngine:
 
     def graphs_summary(self) -> str | None:
         """Return what the CUDA graphs served (None without them)."""
-        graphs = getattr(self.tracker.backend, "graphs", None)
-        return graphs.summary() if graphs is not None else None
+        return self.tracker.backend.graphs_summary()
 
 
 @dataclass

@@ -39,8 +39,7 @@ from defvos_core.inference.preprocess import (
 )
 from defvos_core.inference.seeds import clean_seed
 from defvos_core.model.prompt_head import ObjectPrompt, PromptHead, prompt_maps
-from defvos_core.model.prompt_weights import load_prompt_head
-from defvos_core.model.vos_model import FrameFeatures, VOSModel, mask_to_stride4
+from defvos_core.model.vos_model import FrameFeatures, mask_to_stride4
 
 Box = tuple[float, float, float, float]
 Click = tuple[float, float, int]
@@ -146,8 +145,6 @@ class PromptSeeder:
     def __init__(self, backend: Backend, config: TrackerConfig | None = None) -> None:
         self.backend = backend
         self.config = config or TrackerConfig()
-        self._head: PromptHead | None = None
-        self._head_loaded = False
 
     # --------------------------------------------------------------------------- public
     def method_of(self, object_id: int, prompts: SeedPrompts) -> str:
@@ -214,16 +211,8 @@ class PromptSeeder:
 
     # -------------------------------------------------------------------------- helpers
     def head(self) -> PromptHead | None:
-        """Return the prompt head: the torch backend's own, else loaded from the weights file."""
-        if not self._head_loaded:
-            model = getattr(self.backend, "model", None)
-            weights = getattr(self.backend, "weights_path", None)
-            if isinstance(model, VOSModel):
-                self._head = model.prompt_head
-            elif weights is not None:
-                self._head = load_prompt_head(weights)
-            self._head_loaded = True
-        return self._head
+        """Return the backend's prompt module, or None when these weights have none."""
+        return self.backend.prompt_head()
 
     def _encode(self, frame: np.ndarray, geometry: FrameGeometry) -> FrameFeatures:
         image = frame_to_tensor(frame, geometry, self.backend.device, self.backend.dtype)

@@ -29,8 +29,11 @@ import torch
 import defvos_core
 from defvos_core.config import MAX_OBJECT_ID, ModelConfig, TrackerConfig
 from defvos_core.config_io import to_dict
+from defvos_core.inference.backend import Backend
 from defvos_core.inference.preprocess import FrameGeometry
 from defvos_core.model.checkpoint import file_sha256, load_model
+from defvos_core.model.prompt_head import PromptHead
+from defvos_core.model.prompt_weights import load_prompt_head
 from defvos_core.model.propagation import MemoryTensors
 from defvos_core.model.vos_model import STRIDE, FrameFeatures
 from defvos_core.onnx.graphs import (
@@ -82,8 +85,8 @@ def _comparable(model_config: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
-class OnnxBackend:
-    """Runs the student's exported graphs with onnxruntime; implements the `Backend` protocol."""
+class OnnxBackend(Backend):
+    """Runs the student's exported graphs with onnxruntime (a `Backend`)."""
 
     name = "onnxruntime"
 
@@ -122,6 +125,8 @@ class OnnxBackend:
         self.session_options = session_options
         self.onnx_dir = Path(options.onnx_dir) if options.onnx_dir else None
         self._graphs: dict[tuple[int, int], GraphSessions] = {}
+        self._prompt_head: PromptHead | None = None
+        self._prompt_head_loaded = False
         if self.onnx_dir is not None:
             metadata = read_metadata(self.onnx_dir)
             self._check_metadata(metadata, self.onnx_dir, True if config.fp16 else None)
@@ -134,7 +139,7 @@ class OnnxBackend:
             LOGGER.info("onnxruntime backend: device %r is not used, the providers %s decide "
                         "where the graphs run", config.device, self.providers)
 
-    # ------------------------------------------------------------------ Backend protocol
+    # -------------------------------------------------------------------- Backend interface
     def encode(self, image: torch.Tensor) -> FrameFeatures:
         """Normalised padded image (1, 3, H, W) -> features and visual memory entries."""
         graphs = self._sessions((image.shape[-2], image.shape[-1]))
@@ -153,6 +158,17 @@ class OnnxBackend:
                 "tokens": _to_numpy(features.tokens)}
         feed.update({name: _to_numpy(tensor) for name, tensor in zip(MEMORY_INPUTS, memory)})
         return torch.from_numpy(graphs.segment.run(None, feed)[0])
+
+    def prompt_head(self) -> PromptHead | None:
+        """Return the head loaded from the weights file on first use (torch, CPU), or None."""
+        if not self._prompt_head_loaded:
+            self._prompt_head = load_prompt_head(self.weights_path)
+            self._prompt_head_loaded = True
+        return self._prompt_head
+
+    def graphs_summary(self) -> str | None:
+        """Return None: onnxruntime's graphs are not CUDA graphs captured by defvos."""
+        return None
 
     # ------------------------------------------------------------------------ graph sets
     def prepare(self, height: int, width: int) -> dict[str, Any]:
