@@ -11,7 +11,7 @@ import torch
 
 from defvos_core.build import build_tracker
 from defvos_core.config import TrackerConfig
-from defvos_core.inference.objects import ObjectManager
+from defvos_core.inference.objects import ObjectManager, background_from_objects
 from defvos_core.inference.tracker import Tracker
 from tracker_helpers import iou, random_frame, sample_clip, ShiftingOracle, SpyBackend
 
@@ -226,3 +226,11 @@ def test_removals_drop_the_surplus_bank_and_keep_the_tracking_quality(bear_runs)
     j_kept = np.mean([iou(kept[i - 1], truths[i] == 1) for i in after])
     print(f"bear J after the removals: {j_compacted:.3f} compacted, {j_kept:.3f} two banks")
     assert j_compacted >= j_kept - 0.02 and j_compacted >= 0.8
+
+
+def test_background_is_what_the_objects_leave_and_never_negative():
+    objects = torch.tensor([[[0.2, 0.7]], [[0.3, 0.6]]])  # (2 objects, 1, 2)
+    assert torch.allclose(background_from_objects(objects, dim=0), torch.tensor([[0.5, 0.0]]))
+    banks = torch.stack([objects, objects * 0.5])  # (2 banks, 2 objects, 1, 2)
+    assert torch.allclose(background_from_objects(banks, dim=1),
+                          torch.tensor([[[0.5, 0.0]], [[0.75, 0.35]]]))

@@ -87,6 +87,15 @@ class ObjectManager:
         self._slots, self.num_banks = dict(state[0]), state[1]
 
 
+def background_from_objects(objects: torch.Tensor, dim: int) -> torch.Tensor:
+    """Background probability left by the objects: 1 - their sum, at least 0.
+
+    objects: object probabilities stacked along `dim` (e.g. (S, h4, w4) with dim 0, or
+    (B, S, h4, w4) with dim 1); the result drops that dimension.
+    """
+    return (1 - objects.sum(dim=dim)).clamp(min=0)
+
+
 def remap_slots(mask: torch.Tensor, erased: list[Slot], moved: list[tuple[Slot, Slot]],
                 banks: int) -> torch.Tensor:
     """Return a stored soft mask (B, S+1, h4, w4) after slot changes, as a new tensor.
@@ -103,7 +112,7 @@ def remap_slots(mask: torch.Tensor, erased: list[Slot], moved: list[tuple[Slot, 
             out[bank, slot] = 0
     for (old_bank, old_slot), (new_bank, new_slot) in moved:
         out[new_bank, new_slot] = mask[old_bank, old_slot]
-    out[:, 0] = (1 - out[:, 1:].sum(dim=1)).clamp(min=0)
+    out[:, 0] = background_from_objects(out[:, 1:], dim=1)
     return out
 
 

@@ -31,7 +31,7 @@ from defvos_core.errors import SeedError
 from defvos_core.inference.backend import Backend
 from defvos_core.inference.grabcut import grabcut_box, grabcut_clicks
 from defvos_core.inference.memory import MemoryFrame, MemoryManager
-from defvos_core.inference.objects import merge_banks
+from defvos_core.inference.objects import background_from_objects, merge_banks
 from defvos_core.inference.preprocess import (
     FrameGeometry,
     frame_to_tensor,
@@ -271,7 +271,7 @@ class PromptSeeder:
         mask = torch.zeros(banks, slots + 1, *stride4[0].shape)  # (banks, S+1, h4, w4)
         for index, probabilities in enumerate(stride4):
             mask[index // slots, 1 + index % slots] = probabilities
-        mask[:, 0] = (1 - mask[:, 1:].sum(dim=1)).clamp(min=0)
+        mask[:, 0] = background_from_objects(mask[:, 1:], dim=1)
         mask = mask.to(self.backend.device, self.backend.dtype)
         memory = MemoryManager(mem_every=1, max_memory_frames=0, max_seed_frames=1)
         memory.add_seed(MemoryFrame(features.key, features.value, mask,

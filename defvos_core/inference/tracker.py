@@ -22,7 +22,12 @@ from defvos_core.errors import FrameError
 from defvos_core.inference.backend import Backend
 from defvos_core.inference.memory import MemoryFrame, MemoryManager
 from defvos_core.inference.native_memory import release_free_memory
-from defvos_core.inference.objects import ObjectManager, merge_banks, remap_slots
+from defvos_core.inference.objects import (
+    ObjectManager,
+    background_from_objects,
+    merge_banks,
+    remap_slots,
+)
 from defvos_core.inference.preprocess import (
     FrameGeometry,
     check_aspect_ratio,
@@ -170,7 +175,7 @@ class Tracker:
                 probabilities[row] = seed_masks[seed_ids.index(object_id)]
             elif predicted is not None:
                 probabilities[row] = predicted[1 + previous_ids.index(object_id)] * (1 - covered)
-        probabilities[0] = (1 - probabilities[1:].sum(0)).clamp(min=0)
+        probabilities[0] = background_from_objects(probabilities[1:], dim=0)
         entry = self._memory_frame(features, probabilities)
         entry.object_ids = set(seed_ids)
         self.memory.add_seed(entry)
@@ -306,7 +311,7 @@ class Tracker:
         for row, object_id in enumerate(self.object_ids, start=1):
             bank, slot = self.objects.slot_of(object_id)
             mask[bank, slot] = probabilities[row]
-        mask[:, 0] = (1 - mask[:, 1:].sum(dim=1)).clamp(min=0)
+        mask[:, 0] = background_from_objects(mask[:, 1:], dim=1)
         mask = mask.to(self.backend.dtype)
         return MemoryFrame(features.key, features.value, mask, self.backend.encode_identity(mask))
 
