@@ -53,4 +53,3 @@ def write_label_map(path: str | Path, labels: np.ndarray) -> None:
     image.putpalette(davis_palette().reshape(-1).tolist())
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
-

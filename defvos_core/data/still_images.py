@@ -26,7 +26,7 @@ def heldout_every(root: str | Path) -> int:
 
 def split_still_images(items: list[StaticImage], every: int
                        ) -> tuple[list[StaticImage], list[StaticImage]]:
-    """(train, held-out) of `items` in name order: image i (1-based) held out when i % every == 0."""
+    """Return (train, held-out) in name order: image i (1-based) held out if i % every == 0."""
     if every < 2:
         raise ValueError(f"held-out stride must be >= 2, got {every}")
     ordered = sorted(items, key=lambda item: item.name)
@@ -42,7 +42,7 @@ def still_roots(roots: list[str] | tuple[str, ...] = ()) -> list[Path]:
 
 def read_still_split(roots: list[str] | tuple[str, ...] = (), part: str = "train"
                      ) -> list[StaticImage]:
-    """The `part` ("train" or "heldout") images of every folder of `still_roots(roots)`."""
+    """Return the `part` ("train" or "heldout") images of every folder of `still_roots(roots)`."""
     if part not in ("train", "heldout"):
         raise ValueError(f"part: expected 'train' or 'heldout', got {part!r}")
     chosen: list[StaticImage] = []

@@ -46,7 +46,7 @@ class HeldoutCompositeConfig:
 
 def heldout_composites(config: HeldoutCompositeConfig | None = None,
                        roots: list[str] | tuple[str, ...] = ()) -> list[CompositeClip]:
-    """The fixed set of clips (see the module docstring) from `roots`' held-out images."""
+    """Return the fixed set of clips (module docstring) made of `roots`' held-out images."""
     config = config or HeldoutCompositeConfig()
     images = read_still_split(roots, "heldout")
     order = np.random.default_rng(config.seed).permutation(len(images))

@@ -1,9 +1,9 @@
 """What a training run reads: its DAVIS sequences, validation names and clip dataset.
 
 The static stage trains on `StaticClipDataset` alone (the training share of the ECSSD and
-DUTS-TR stills + objects of the run's training sequences); the teacher and student stages on `VideoClipDataset`, with
-`data.synthetic_fraction` of the items replaced by synthetic clips (unlabelled in the
-student stage, where the teacher's outputs are the only target).
+DUTS-TR stills + objects of the run's training sequences); the teacher and student stages
+on `VideoClipDataset`, with `data.synthetic_fraction` of the items replaced by synthetic
+clips (unlabelled in the student stage, where the teacher's outputs are the only target).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def validation_names(root: Path, validation: ValidationConfig) -> list[str]:
 
 
 def static_images(config: TrainConfig) -> list[StaticImage]:
-    """The training share of the still images of `data.static.roots` (`still_images`)."""
+    """Return the training share of the still images of `data.static.roots` (`still_images`)."""
     return read_still_split(config.data.static.roots, "train")
 
 
