@@ -16,6 +16,9 @@ from defvos_core.data.prompt_sampling import center_click, jitter_box, mask_box,
 from defvos_core.data.video_io import list_frame_files, read_rgb
 from defvos_core.errors import SeedError
 from defvos_core.evaluation.metrics import region_jaccard
+from defvos_core.inference.backend import TorchBackend
+from defvos_core.inference.prompts import PromptSeeder, check_prompts
+from defvos_core.inference.tracker import Tracker
 from defvos_core.model.checkpoint import (
     DEFAULT_STUDENT_WEIGHTS,
     load_model,
@@ -28,6 +31,7 @@ from defvos_core.model.vos_model import VOSModel
 from defvos_core.model.checkpoint import file_sha256
 from defvos_core.segment import main as segment_main
 from data_paths import DATA, DAVIS, ECSSD, missing
+from tracker_helpers import SpyBackend
 
 torch.set_num_threads(1)
 SAMPLE = Path(__file__).resolve().parents[1] / "defvos_core" / "assets" / "sample" / "bear"
@@ -207,6 +211,23 @@ def test_weights_without_a_head_say_so(tiny_weights):
     tracker = build_tracker(tiny_weights[0], TrackerConfig(size=None))
     with pytest.raises(ValueError, match="no prompt head"):
         tracker.add_objects(read_rgb(FRAMES[0]), boxes={1: (20, 20, 60, 60)})
+
+
+@pytest.mark.parametrize("method", ["head", "head+refine"])
+def test_a_prompted_seed_frame_is_encoded_once_with_unchanged_masks(tiny_weights, method):
+    config = TrackerConfig(size=None, prompts=PromptConfig(box_method=method))
+    spy = SpyBackend(TorchBackend(load_model(tiny_weights[1])))
+    tracker = Tracker(spy, config)
+    frames = [read_rgb(path) for path in FRAMES[:2]]
+    box = {1: (100, 60, 300, 200)}
+    seeded = tracker.add_objects(frames[0], boxes=box)
+    assert spy.calls.count("encode") == 1
+    # The same masks as seeding with the label map the box makes (two encodes).
+    reference = Tracker(TorchBackend(load_model(tiny_weights[1])), config)
+    labels = PromptSeeder(reference.backend, config).label_map(
+        frames[0], None, check_prompts(box, None, frames[0].shape))
+    assert np.array_equal(seeded.labels, reference.add_objects(frames[0], labels).labels)
+    assert np.array_equal(tracker.step(frames[1]).labels, reference.step(frames[1]).labels)
 
 
 def test_onnxruntime_backend_runs_the_same_head_on_its_encoder_features(tiny_weights, tmp_path):

@@ -162,18 +162,21 @@ class PromptSeeder:
                              "'grabcut'")
 
     def seed(self, frame: np.ndarray, label_map: np.ndarray | None,
-             boxes: Mapping[Any, Any] | None, points: Mapping[Any, Any] | None) -> np.ndarray:
+             boxes: Mapping[Any, Any] | None, points: Mapping[Any, Any] | None
+             ) -> tuple[np.ndarray, FrameFeatures | None]:
         """Check a seed given as a label map and/or prompts; return one (H, W) label map.
 
         What `Tracker.add_objects` calls: ids must be distinct across the three (SeedError
-        `seed_ids`), boxes / points valid (`prompt_box` / `prompt_points`).
+        `seed_ids`), boxes / points valid (`prompt_box` / `prompt_points`). Also returns
+        the frame's encoder features when a method needed them (else None), for the
+        tracker to store the seed frame without encoding it again.
         """
         if label_map is None and not boxes and not points:
             raise SeedError("seed_empty", "no seed: give a label map, boxes or points")
         mask_ids = [] if label_map is None else \
             [int(i) for i in np.unique(clean_seed(label_map)) if i]
         prompts = check_prompts(boxes, points, frame.shape, mask_ids)
-        return self.label_map(frame, label_map, prompts)
+        return self._seed_and_features(frame, label_map, prompts)
 
     def label_map(self, frame: np.ndarray, label_map: np.ndarray | None,
                   prompts: SeedPrompts) -> np.ndarray:
@@ -182,6 +185,11 @@ class PromptSeeder:
         It holds `label_map`'s objects (None: none) plus one object per prompt; prompts must
         come from `check_prompts`.
         """
+        return self._seed_and_features(frame, label_map, prompts)[0]
+
+    def _seed_and_features(self, frame: np.ndarray, label_map: np.ndarray | None,
+                           prompts: SeedPrompts) -> tuple[np.ndarray, FrameFeatures | None]:
+        """Return `label_map`'s seed and the frame's features if a method encoded it."""
         shape = frame.shape[:2]
         seed = np.zeros(shape, np.int64) if label_map is None else clean_seed(label_map)
         if seed.shape != shape:
@@ -190,7 +198,7 @@ class PromptSeeder:
         self.check_ready(prompts)
         ids = prompts.object_ids
         if not ids:
-            return seed
+            return seed, None
         geometry = FrameGeometry.for_input(shape[0], shape[1], self.config.size,
                                            self.config.max_long_side)
         features = None
@@ -207,7 +215,7 @@ class PromptSeeder:
         if refine_ids:
             features = features if features is not None else self._encode(frame, geometry)
             soft.update(self._refine(features, geometry, seed, soft, refine_ids))
-        return _compose(seed, soft)
+        return _compose(seed, soft), features
 
     # -------------------------------------------------------------------------- helpers
     def head(self) -> PromptHead | None:

@@ -137,17 +137,20 @@ class Tracker:
         too small for the model's finest scale are kept and listed in `tiny_objects`.
         Raises SeedError / FrameError (with their `kind`) on bad input.
         """
+        features = None  # the seed frame's, when the prompt seeder encoded it
         if boxes or points or label_map is None:
             self._check_frame(frame)
-            label_map = self.prompts.seed(frame, label_map, boxes, points)
+            label_map, features = self.prompts.seed(frame, label_map, boxes, points)
         with self._all_or_nothing():
-            return self._add_objects(frame, label_map)
+            return self._add_objects(frame, label_map, features)
 
-    def _add_objects(self, frame: np.ndarray, label_map: np.ndarray) -> TrackResult:
+    def _add_objects(self, frame: np.ndarray, label_map: np.ndarray,
+                     features: FrameFeatures | None) -> TrackResult:
         self._check_frame(frame)
         seed, seed_ids = check_seed(label_map, frame.shape)
         image = self._prepare(frame)
-        features = self.backend.encode(image)
+        if features is None:
+            features = self.backend.encode(image)
         previous_ids = self.object_ids
         kept_ids = [i for i in previous_ids if i not in seed_ids]
         predicted = self._predict(features)[0] if kept_ids and not self.memory.empty else None
