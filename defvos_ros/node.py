@@ -46,7 +46,6 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from defvos_core.errors import InputError
-from defvos_core.inference.presence import Presence
 from defvos_core.overlay import overlay
 from defvos_ros.diagnostics import node_status
 from defvos_ros.image_conversion import (compressed_to_rgb, image_to_labels, image_to_rgb,
@@ -59,7 +58,8 @@ from defvos_ros.parameters import NodeSettings, declare_parameters, validate_upd
 from defvos_ros.ros_helpers import stamp_to_ns
 from defvos_ros.seed_buffer import BufferedFrame, FrameRingBuffer
 from defvos_ros.stats import PeriodReader, PipelineStats
-from defvos_ros.worker import ObjectRequest, TrackingWorker, WorkerLimits, WorkerSnapshot
+from defvos_ros.worker import (FrameOutput, ObjectRequest, TrackingWorker, WorkerLimits,
+                               WorkerSnapshot)
 
 if TYPE_CHECKING:
     from defvos_core.inference.tracker import Tracker, TrackResult
@@ -438,9 +438,10 @@ class DefvosNode(LifecycleNode):
                                      settings.max_compressed_bytes)
         return image_to_rgb(msg, settings.max_image_pixels)
 
-    def _publish(self, result: TrackResult, presence: dict[int, Presence], ids: dict[int, str],
-                 frame: BufferedFrame[Frame], rgb) -> None:
+    def _publish(self, output: FrameOutput) -> None:
         """Publish masks, objects and (when wanted) the overlay with the frame's header."""
+        result, presence, ids = output.result, output.presence, output.names
+        frame, rgb = output.frame, output.rgb
         header = frame.item.header
         self.masks_pub.publish(numpy_to_image(result.labels, 'mono8', header))
         self.objects_pub.publish(tracked_objects_message(result, presence, ids, header))

@@ -95,6 +95,17 @@ class WorkerSnapshot:
     memory_bytes: int = 0
 
 
+@dataclass(frozen=True)
+class FrameOutput:
+    """One processed frame, as the node publishes it."""
+
+    result: TrackResult
+    presence: dict[int, Presence]  # each object's presence (absent objects: area 0)
+    names: dict[int, str]  # tracker object id -> the user's object name
+    frame: BufferedFrame  # the input message, its stamp and arrival time
+    rgb: np.ndarray  # (H, W, 3) uint8: the converted frame (for the overlay)
+
+
 @dataclass
 class WorkerLimits:
     """Run-time knobs the worker reads on every use (the node updates them).
@@ -112,8 +123,7 @@ class TrackingWorker:
 
     def __init__(self, tracker: Tracker, convert: FrameConverter, frames: FrameRingBuffer,
                  stats: PipelineStats, limits: WorkerLimits,
-                 publish: Callable[[TrackResult, dict[int, Presence], dict[int, str],
-                                    BufferedFrame, np.ndarray], bool],
+                 publish: Callable[[FrameOutput], None],
                  warn: Callable[[str, str], None], log: Callable[[int, str], None],
                  on_failure: Callable[[BaseException], None], poll_s: float = 0.05) -> None:
         self.tracker = tracker
@@ -468,7 +478,7 @@ class TrackingWorker:
         count: the frame is counted as processed (before publishing, so the count is never
         behind a mask a subscriber already has).
         """
-        tiny = getattr(result, 'tiny_objects', None)
+        tiny = result.tiny_objects
         if tiny:
             names = [self.ids.id_of(value) or str(value) for value in tiny]
             self._log(logging.WARNING, f'objects {names} are smaller than one stride-4 cell at '
@@ -484,16 +494,15 @@ class TrackingWorker:
         ids = {value: object_id for object_id, value in self.ids.items()}
         if count:
             self._stats.frame_processed((time.monotonic_ns() - frame.received_ns) * 1e-9)
-        self._publish(result, presence, ids, frame, rgb)
+        self._publish(FrameOutput(result, presence, ids, frame, rgb))
         self._last_published_ns = frame.stamp_ns
         return True
 
     def _update_snapshot(self, presence: dict[int, Presence]) -> None:
-        memory = self.tracker.memory
         snapshot = WorkerSnapshot(
             objects=len(self.tracker.object_ids),
             lost=sum(1 for state in presence.values() if not state.present),
-            memory_frames=memory.num_long_term_frames() + (0 if memory.empty else 1),
+            memory_frames=self.tracker.memory_frames(),
             memory_bytes=self.tracker.memory_bytes())
         with self._snapshot_lock:
             self._snapshot = snapshot

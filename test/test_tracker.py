@@ -86,6 +86,22 @@ def test_remove_object_and_reset():
     assert tracker.object_ids == [] and tracker.memory.empty
 
 
+def test_memory_frames_count_the_seeds_the_fifo_and_the_last_frame():
+    tracker = make_tracker(mem_every=3, max_memory_frames=4, max_seed_frames=2)
+    frame = random_frame(32, 32)
+    assert tracker.memory_frames() == 0
+    tracker.add_objects(frame, box_seed(32, 32, 1, 4, 4, size=8))
+    assert tracker.memory_frames() == 2  # the seed, which is also the last frame
+    for _ in range(3):
+        tracker.step(frame)
+    assert tracker.memory_frames() == 3  # every 3rd frame joins the FIFO
+    for _ in range(30):
+        tracker.step(frame)
+    assert tracker.memory_frames() == 1 + 4 + 1  # the FIFO stays at its bound
+    tracker.reset()
+    assert tracker.memory_frames() == 0
+
+
 def test_memory_is_bounded_over_two_thousand_frames():
     tracker = make_tracker(mem_every=3, max_memory_frames=4, max_seed_frames=2)
     frame = random_frame(32, 32)

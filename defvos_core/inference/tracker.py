@@ -224,6 +224,10 @@ class Tracker:
         """Bytes held by the temporal memory."""
         return self.memory.nbytes()
 
+    def memory_frames(self) -> int:
+        """Frames held by the temporal memory: the long-term ones and the short-term one."""
+        return self.memory.num_long_term_frames() + (0 if self.memory.empty else 1)
+
     # ------------------------------------------------------------------------------ helpers
     def _bank_layout(self) -> dict[int, tuple[int, frozenset[int]]]:
         """Each object's bank and the objects sharing it (what its confidence is against)."""
