@@ -217,7 +217,8 @@ def test_the_sample_clip_is_tracked_in_3d_with_its_stamps(ros, pipeline, clip):
         assert (item.id, item.mask_value, item.has_position) == ('1', 1, True)
         # the bear is at 2 m: the median ignores what the tracked mask spills onto the wall
         assert item.position.z == pytest.approx(2.0, abs=0.01)
-        rows, cols = np.nonzero(mask)
+        # the bear's pixels the tracker covered (those at 2 m under the mask it published)
+        rows, cols = np.nonzero(mask & (labels == 1))
         expected_x = (np.median(cols) - width / 2) * 2.0 / 300.0
         assert item.position.x == pytest.approx(expected_x, abs=0.05)
         assert item.valid_points > 0.5 * np.count_nonzero(labels == 1)
