@@ -152,6 +152,21 @@ def wait_until(predicate, what: str) -> None:
         time.sleep(0.01)
 
 
+def round_trip(ros, name: str, sent) -> list:
+    """Publish `sent` on /test_interfaces/<name> from one node; what another node received."""
+    kind, topic = type(sent), f'/test_interfaces/{name}'
+    received: list = []
+    subscription = ros(f'test_{name}_subscriber').create_subscription(
+        kind, topic, received.append, RELIABLE)
+    publisher = ros(f'test_{name}_publisher').create_publisher(kind, topic, RELIABLE)
+    wait_until(lambda: (publisher.get_subscription_count() > 0
+                        and subscription.get_publisher_count() > 0),
+               'the publisher and the subscription to match')
+    publisher.publish(sent)
+    wait_until(lambda: received, f'the {kind.__name__}')
+    return received
+
+
 def test_tracked_objects_round_trip(ros):
     """A TrackedObjectArray published by one node arrives equal at another."""
     sent = TrackedObjectArray(header=stamped(1_700_000_000, 40_000_000), objects=[
@@ -159,17 +174,7 @@ def test_tracked_objects_round_trip(ros):
                       area_fraction=0.0625, present=True, frames_since_seen=0),
         TrackedObject(id='hand', mask_value=2, present=False, frames_since_seen=7),
     ])
-    received: list[TrackedObjectArray] = []
-    subscription = ros('test_objects_subscriber').create_subscription(
-        TrackedObjectArray, '/test_interfaces/objects', received.append, RELIABLE)
-    publisher = ros('test_objects_publisher').create_publisher(
-        TrackedObjectArray, '/test_interfaces/objects', RELIABLE)
-    wait_until(lambda: (publisher.get_subscription_count() > 0
-                        and subscription.get_publisher_count() > 0),
-               'the publisher and the subscription to match')
-    publisher.publish(sent)
-    wait_until(lambda: received, 'the TrackedObjectArray')
-    assert received == [sent]
+    assert round_trip(ros, 'objects', sent) == [sent]
 
 
 def test_object_3d_statuses_and_round_trip(ros):
@@ -185,17 +190,7 @@ def test_object_3d_statuses_and_round_trip(ros):
     sent = Object3DArray(header=stamped(1_700_000_000, 40_000_000), objects=[
         located, Object3D(id='hand', mask_value=2, status=Object3D.STATUS_NO_DEPTH_POINTS)])
     sent.depth_stamp.sec, sent.depth_stamp.nanosec = 1_700_000_000, 38_000_000
-    received: list[Object3DArray] = []
-    subscription = ros('test_objects_3d_subscriber').create_subscription(
-        Object3DArray, '/test_interfaces/objects_3d', received.append, RELIABLE)
-    publisher = ros('test_objects_3d_publisher').create_publisher(
-        Object3DArray, '/test_interfaces/objects_3d', RELIABLE)
-    wait_until(lambda: (publisher.get_subscription_count() > 0
-                        and subscription.get_publisher_count() > 0),
-               'the publisher and the subscription to match')
-    publisher.publish(sent)
-    wait_until(lambda: received, 'the Object3DArray')
-    assert received == [sent]
+    assert round_trip(ros, 'objects_3d', sent) == [sent]
 
 
 def test_object_services(ros):
